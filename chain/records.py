@@ -1,0 +1,270 @@
+"""Typed records of the protocol: transactions, blocks, votes, commits, receipts,
+and the state entries they change. Every record is a frozen dataclass encoded by
+`chain.codec`; ids are SHA-256 of the canonical encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from chain.codec import (
+    ADDRESS,
+    HASH,
+    OPT_HASH,
+    PUBKEY,
+    SIGNATURE,
+    U8,
+    U32,
+    U64,
+    Bytes,
+    ListOf,
+    OneOf,
+    Record,
+    encode,
+    record,
+)
+from chain.hashing import merkle_root, sha256
+from chain.types import Hash32
+
+CHAIN_ID = Bytes(1, 64)
+DENOM_GPU = 0
+DENOM_STABLE = 1
+DENOMS = {DENOM_GPU: "gpu", DENOM_STABLE: "stable"}
+
+MAX_BLOCK_TXS = 100_000
+MAX_VALIDATORS = 10_000
+MAX_EVIDENCE = 1_000
+MAX_REASON_LEN = 256
+
+VOTE_PREVOTE = 1
+VOTE_PRECOMMIT = 2
+
+RECEIPT_OK = 0
+RECEIPT_FAILED = 1
+
+
+# --- transactions -------------------------------------------------------------
+
+
+@record
+class Transfer(Record):
+    """Move `amount` base units of `denom` (GPU or the stable unit) to `to`."""
+
+    to: Annotated[bytes, ADDRESS]
+    amount: Annotated[int, U64]
+    denom: Annotated[int, U8]
+
+
+TX_BODIES = OneOf(((1, Transfer),))
+
+
+@record
+class Tx(Record):
+    """An unsigned transaction: who sends, in which order, for what fee, doing what."""
+
+    TYPE_TAG = b"tx"
+    chain_id: Annotated[bytes, CHAIN_ID]
+    sender: Annotated[bytes, PUBKEY]
+    nonce: Annotated[int, U64]
+    fee: Annotated[int, U64]
+    body: Annotated[Transfer, TX_BODIES]
+
+
+@record
+class SignedTx(Record):
+    """A transaction with the sender's Ed25519 signature over its signing bytes."""
+
+    tx: Tx
+    signature: Annotated[bytes, SIGNATURE]
+
+
+@record
+class Receipt(Record):
+    """What applying a tx did: status, an error code and reason when it failed, fee paid."""
+
+    status: Annotated[int, U8]
+    code: Annotated[int, U32]
+    reason: Annotated[bytes, Bytes(0, MAX_REASON_LEN)]
+    fee_paid: Annotated[int, U64]
+
+
+@record
+class TxLocation(Record):
+    """Where an included tx lives (height, position) and its receipt: the tx index entry."""
+
+    height: Annotated[int, U64]
+    index: Annotated[int, U32]
+    receipt: Receipt
+
+
+# --- votes, commits, evidence -------------------------------------------------
+
+
+@record
+class Vote(Record):
+    """A validator's prevote or precommit for a block hash (empty hash = nil)."""
+
+    TYPE_TAG = b"vote"
+    vote_type: Annotated[int, U8]
+    height: Annotated[int, U64]
+    round: Annotated[int, U32]
+    block_hash: Annotated[bytes, OPT_HASH]
+    validator: Annotated[bytes, ADDRESS]
+
+
+@record
+class SignedVote(Record):
+    """A vote with the validator's signature over its signing bytes."""
+
+    vote: Vote
+    signature: Annotated[bytes, SIGNATURE]
+
+
+@record
+class CommitSig(Record):
+    """One validator's precommit signature for the committed block."""
+
+    validator: Annotated[bytes, ADDRESS]
+    signature: Annotated[bytes, SIGNATURE]
+
+
+@record
+class Commit(Record):
+    """+2/3 of voting power precommitted `block_hash` at (height, round)."""
+
+    height: Annotated[int, U64]
+    round: Annotated[int, U32]
+    block_hash: Annotated[bytes, OPT_HASH]
+    signatures: Annotated[tuple[CommitSig, ...], ListOf(CommitSig, MAX_VALIDATORS)]
+
+
+@record
+class DuplicateVoteEvidence(Record):
+    """Two conflicting signed votes by one validator for one height, round and type."""
+
+    vote_a: SignedVote
+    vote_b: SignedVote
+
+
+# --- blocks -------------------------------------------------------------------
+
+
+@record
+class Header(Record):
+    """A block header; its hash is the block id.
+
+    `app_hash` and `results_hash` describe the state after the PREVIOUS block, so a
+    proposer can build a header before executing its own transactions.
+    """
+
+    TYPE_TAG = b"header"
+    version: Annotated[int, U32]
+    chain_id: Annotated[bytes, CHAIN_ID]
+    height: Annotated[int, U64]
+    time_ms: Annotated[int, U64]
+    prev_hash: Annotated[bytes, HASH]
+    last_commit_hash: Annotated[bytes, HASH]
+    tx_root: Annotated[bytes, HASH]
+    app_hash: Annotated[bytes, HASH]
+    results_hash: Annotated[bytes, HASH]
+    validators_hash: Annotated[bytes, HASH]
+    next_validators_hash: Annotated[bytes, HASH]
+    evidence_hash: Annotated[bytes, HASH]
+    proposer: Annotated[bytes, ADDRESS]
+
+
+@record
+class Block(Record):
+    """A header, its transactions and evidence, and the commit of the previous block."""
+
+    header: Header
+    txs: Annotated[tuple[SignedTx, ...], ListOf(SignedTx, MAX_BLOCK_TXS)]
+    evidence: Annotated[
+        tuple[DuplicateVoteEvidence, ...], ListOf(DuplicateVoteEvidence, MAX_EVIDENCE)
+    ]
+    last_commit: Commit
+
+
+# --- state entries ------------------------------------------------------------
+
+
+@record
+class Lock(Record):
+    """`amount` GPU base units that cannot move before `release_height`."""
+
+    amount: Annotated[int, U64]
+    release_height: Annotated[int, U64]
+
+
+@record
+class Account(Record):
+    """An account: GPU and stable-unit balances, next nonce, locks, node licences."""
+
+    gpu: Annotated[int, U64]
+    stable: Annotated[int, U64]
+    nonce: Annotated[int, U64]
+    licences: Annotated[int, U32]
+    locks: Annotated[tuple[Lock, ...], ListOf(Lock, 256)]
+
+
+EMPTY_ACCOUNT = Account(gpu=0, stable=0, nonce=0, licences=0, locks=())
+
+
+@record
+class Validator(Record):
+    """A validator: consensus key and its address, voting power, operator account."""
+
+    address: Annotated[bytes, ADDRESS]
+    public_key: Annotated[bytes, PUBKEY]
+    power: Annotated[int, U64]
+    operator: Annotated[bytes, ADDRESS]
+
+
+@record
+class ValidatorSet(Record):
+    """The validators of a height, sorted by address."""
+
+    validators: Annotated[tuple[Validator, ...], ListOf(Validator, MAX_VALIDATORS)]
+
+
+# --- ids ----------------------------------------------------------------------
+
+
+def tx_hash(stx: SignedTx) -> Hash32:
+    """Tx id: SHA-256 of the encoded signed tx."""
+    return sha256(encode(stx))
+
+
+def block_hash(block: Block) -> Hash32:
+    """Block id: SHA-256 of the encoded header."""
+    return header_hash(block.header)
+
+
+def header_hash(header: Header) -> Hash32:
+    """SHA-256 of the encoded header."""
+    return sha256(encode(header))
+
+
+def tx_root(txs: tuple[SignedTx, ...]) -> Hash32:
+    """Merkle root over the encoded txs of a block."""
+    return merkle_root([encode(stx) for stx in txs])
+
+
+def results_root(receipts: list[Receipt]) -> Hash32:
+    """Merkle root over the encoded receipts of a block."""
+    return merkle_root([encode(r) for r in receipts])
+
+
+def evidence_root(evidence: tuple[DuplicateVoteEvidence, ...]) -> Hash32:
+    """Merkle root over the encoded evidence of a block."""
+    return merkle_root([encode(e) for e in evidence])
+
+
+def commit_hash(commit: Commit) -> Hash32:
+    """SHA-256 of the encoded commit."""
+    return sha256(encode(commit))
+
+
+def validator_set_hash(vset: ValidatorSet) -> Hash32:
+    """SHA-256 of the encoded validator set."""
+    return sha256(encode(vset))
