@@ -1,0 +1,119 @@
+"""Typed access to ledger state: a write-buffering overlay over committed state.
+
+State is a flat key space of canonical records. Block execution reads through
+the overlay and writes only into it; the node commits the overlay's write set
+together with the block in one store batch. A journal lets one transaction's
+changes be undone, so a failed transaction changes nothing but its fee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from chain.codec import decode, encode
+from chain.hashing import sha256
+from chain.records import EMPTY_ACCOUNT, Account, ValidatorSet
+from chain.types import Hash32
+
+ACCOUNT_PREFIX = b"a"
+VALIDATORS_KEY = b"v"
+
+Reader = Callable[[bytes], bytes | None]
+_MISSING = object()
+
+
+def account_key(address: bytes) -> bytes:
+    """State key of an account."""
+    return ACCOUNT_PREFIX + address
+
+
+class State:
+    """Uncommitted state changes over a reader of committed state values."""
+
+    __slots__ = ("_dirty", "_journal", "_read", "_values")
+
+    def __init__(self, read: Reader) -> None:
+        self._read = read
+        self._values: dict[bytes, Any] = {}  # decoded records, read or written
+        self._dirty: dict[bytes, Any] = {}  # key -> record (None: deleted)
+        self._journal: list[tuple[bytes, Any, Any]] | None = None
+
+    # --- generic access -------------------------------------------------------
+
+    def get(self, key: bytes, cls: type, default: Any = None) -> Any:
+        """The record at `key` decoded as `cls`, or `default` if absent."""
+        value = self._values.get(key, _MISSING)
+        if value is _MISSING:
+            raw = self._read(key)
+            value = None if raw is None else decode(cls, raw)
+            self._values[key] = value
+        return default if value is None else value
+
+    def put(self, key: bytes, value: Any) -> None:
+        """Set `key` to a record (None deletes it)."""
+        if self._journal is not None:
+            self._journal.append((key, self._values.get(key, _MISSING),
+                                  self._dirty.get(key, _MISSING)))
+        self._values[key] = value
+        self._dirty[key] = value
+
+    # --- typed access ---------------------------------------------------------
+
+    def get_account(self, address: bytes) -> Account:
+        """The account at `address` (an empty account if it never existed)."""
+        return self.get(account_key(address), Account, EMPTY_ACCOUNT)
+
+    def set_account(self, address: bytes, account: Account) -> None:
+        """Store an account; an account equal to the empty one is deleted."""
+        self.put(account_key(address), None if account == EMPTY_ACCOUNT else account)
+
+    def get_validator_set(self) -> ValidatorSet:
+        """The current validator set (empty before genesis)."""
+        return self.get(VALIDATORS_KEY, ValidatorSet, ValidatorSet(validators=()))
+
+    def set_validator_set(self, vset: ValidatorSet) -> None:
+        """Replace the validator set."""
+        self.put(VALIDATORS_KEY, vset)
+
+    # --- transactions within a block -----------------------------------------
+
+    def begin(self) -> None:
+        """Start journaling changes so that `rollback` can undo them."""
+        self._journal = []
+
+    def commit_tx(self) -> None:
+        """Keep the changes made since `begin`."""
+        self._journal = None
+
+    def rollback(self) -> None:
+        """Undo every change made since `begin`, newest first."""
+        journal, self._journal = self._journal or [], None
+        for key, value, dirty in reversed(journal):
+            _restore(self._values, key, value)
+            _restore(self._dirty, key, dirty)
+
+    # --- results ------------------------------------------------------------
+
+    def write_set(self) -> dict[bytes, bytes]:
+        """Encoded changes: key → canonical bytes, b"" for a deletion."""
+        return {k: b"" if v is None else encode(v) for k, v in self._dirty.items()}
+
+
+def _restore(mapping: dict, key: bytes, value: Any) -> None:
+    if value is _MISSING:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
+def write_set_hash(writes: dict[bytes, bytes]) -> Hash32:
+    """H(canonical msgpack of [[key, value], ...] sorted by key)."""
+    return sha256(msgpack.packb([[k, writes[k]] for k in sorted(writes)], use_bin_type=True))
+
+
+def next_app_hash(prev_app_hash: bytes, writes: dict[bytes, bytes]) -> Hash32:
+    """App hash after a block: H(prev_app_hash || H(sorted write set))."""
+    return sha256(prev_app_hash + write_set_hash(writes))
