@@ -1,0 +1,56 @@
+"""The consensus package's exception tree.
+
+`InvalidTransaction` makes a tx unincludable (a block carrying it is invalid);
+a tx that is includable but fails while executing is not an exception: it gets a
+failed `Receipt` with a code and reason, pays its fee and changes nothing else.
+"""
+
+
+class ConsensusError(Exception):
+    """Base of every error raised by the `consensus` package."""
+
+
+class InvalidTransaction(ConsensusError):
+    """A transaction can never be included in the current state."""
+
+
+class WrongChainId(InvalidTransaction):
+    """The transaction was signed for another chain."""
+
+
+class InvalidSignature(InvalidTransaction):
+    """The transaction's signature does not verify for its sender key."""
+
+
+class BadNonce(InvalidTransaction):
+    """The transaction's nonce is not the sender's next nonce."""
+
+
+class FeeBelowMinimum(InvalidTransaction):
+    """The transaction offers less fee than the network minimum."""
+
+
+class CannotPayFee(InvalidTransaction):
+    """The sender's spendable GPU balance does not cover the fee."""
+
+
+class InvalidBlock(ConsensusError):
+    """A block violates a consensus rule; no honest node applies it."""
+
+
+class InvalidHeader(InvalidBlock):
+    """A header field disagrees with the chain it extends."""
+
+
+class InvalidCommit(InvalidBlock):
+    """A commit lacks +2/3 valid precommits for the block it claims."""
+
+
+class InvalidBlockTx(InvalidBlock):
+    """A block includes a transaction that is invalid in its state."""
+
+    def __init__(self, index: int, tx_hash: bytes, cause: InvalidTransaction) -> None:
+        super().__init__(f"tx {index} ({tx_hash.hex()[:16]}) is invalid: {cause}")
+        self.index = index
+        self.tx_hash = tx_hash
+        self.cause = cause

@@ -1,0 +1,82 @@
+"""Block building by the proposer: pick executable txs, apply them, seal a header.
+
+The proposer runs the same `apply_tx` every node runs; a candidate that turns out
+invalid is left out (and reported) rather than invalidating the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from chain.records import (
+    Block,
+    Commit,
+    Header,
+    SignedTx,
+    commit_hash,
+    evidence_root,
+    tx_hash,
+    tx_root,
+    validator_set_hash,
+)
+from chain.state import State
+from chain.store import Head
+from consensus.errors import InvalidTransaction
+from consensus.transition import (
+    HEADER_VERSION,
+    BlockContext,
+    BlockResult,
+    IsVerified,
+    apply_tx,
+    find_validator,
+    finish_block,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltBlock:
+    """A proposed block, the result of applying it, and the candidates left out."""
+
+    block: Block
+    result: BlockResult
+    rejected: tuple[tuple[bytes, str], ...]
+
+
+def next_block_time(head: Head, now_ms: int) -> int:
+    """A proposer's block time: its clock, but always after the previous block."""
+    return max(now_ms, head.time_ms + 1)
+
+
+def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer: bytes,
+                time_ms: int, last_commit: Commit, candidates: Iterable[SignedTx],
+                is_verified: IsVerified | None = None) -> BuiltBlock:
+    """Build and apply the next block on `head` from `candidates`, in order."""
+    vset = state.get_validator_set()
+    validator = find_validator(vset, proposer)
+    if validator is None:
+        raise ValueError(f"{proposer.hex()} is not in the validator set")
+    ctx = BlockContext(chain_id=chain_id, height=head.height + 1,
+                       fee_recipient=validator.operator, min_fee=min_fee)
+    included, receipts, hashes, rejected = [], [], [], []
+    for stx in candidates:
+        h = tx_hash(stx)
+        try:
+            receipts.append(apply_tx(state, stx, ctx, is_verified is not None and is_verified(h)))
+        except InvalidTransaction as exc:
+            rejected.append((h, str(exc)))
+            continue
+        included.append(stx)
+        hashes.append(h)
+    txs = tuple(included)
+    vset_hash = validator_set_hash(vset)
+    header = Header(
+        version=HEADER_VERSION, chain_id=chain_id.encode(), height=head.height + 1,
+        time_ms=time_ms, prev_hash=head.block_hash, last_commit_hash=commit_hash(last_commit),
+        tx_root=tx_root(txs), app_hash=head.app_hash, results_hash=head.results_hash,
+        validators_hash=vset_hash, next_validators_hash=vset_hash,
+        evidence_hash=evidence_root(()), proposer=proposer,
+    )
+    block = Block(header=header, txs=txs, evidence=(), last_commit=last_commit)
+    return BuiltBlock(block=block, result=finish_block(state, head, receipts, hashes),
+                      rejected=tuple(rejected))

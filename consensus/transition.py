@@ -1,0 +1,272 @@
+"""The state transition: plain functions from (state, block) to the next state.
+
+`apply_block` validates a header against the head it extends, applies every tx
+in order, and returns the receipts, the write set and the next app hash. It never
+reads a clock or anything but its arguments, so every node computes the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from chain.address import address_from_public_key
+from chain.records import (
+    DENOM_GPU,
+    DENOM_STABLE,
+    RECEIPT_FAILED,
+    RECEIPT_OK,
+    Account,
+    Block,
+    Receipt,
+    SignedTx,
+    Transfer,
+    Validator,
+    ValidatorSet,
+    commit_hash,
+    evidence_root,
+    results_root,
+    tx_hash,
+    tx_root,
+    validator_set_hash,
+)
+from chain.signing import verify_tx_signature
+from chain.state import State, next_app_hash
+from chain.store import Head
+from chain.types import UINT64_MAX
+from consensus.commit import EMPTY_COMMIT, validate_commit
+from consensus.errors import (
+    BadNonce,
+    CannotPayFee,
+    FeeBelowMinimum,
+    InvalidBlock,
+    InvalidBlockTx,
+    InvalidHeader,
+    InvalidSignature,
+    InvalidTransaction,
+    WrongChainId,
+)
+
+HEADER_VERSION = 1
+
+# Receipt codes of a tx that was included but failed while executing.
+CODE_OK = 0
+CODE_INSUFFICIENT_FUNDS = 1
+CODE_OVERFLOW = 2
+CODE_UNKNOWN_DENOM = 3
+
+IsVerified = Callable[[bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What a tx may know about the block that includes it."""
+
+    chain_id: str
+    height: int
+    fee_recipient: bytes
+    min_fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """The outcome of applying a block: receipts, state writes and the new app hash."""
+
+    receipts: tuple[Receipt, ...]
+    tx_hashes: tuple[bytes, ...]
+    writes: dict[bytes, bytes]
+    app_hash: bytes
+    results_hash: bytes
+
+
+class TxFailed(Exception):
+    """Internal signal: the tx is includable but its body fails (→ failed receipt)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+# --- transactions ----------------------------------------------------------------
+
+
+def spendable_gpu(account: Account, height: int) -> int:
+    """GPU balance minus amounts still locked at `height`."""
+    locked = sum(lock.amount for lock in account.locks if lock.release_height > height)
+    return max(account.gpu - locked, 0)
+
+
+def validate_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool) -> None:
+    """Raise `InvalidTransaction` unless `stx` may be included now.
+
+    Rules: signed for this chain; signature valid; nonce equals the sender's next
+    nonce; fee at least the minimum and covered by the spendable GPU balance.
+    """
+    tx = stx.tx
+    if tx.chain_id != ctx.chain_id.encode():
+        raise WrongChainId(f"wrong chain id: expected {ctx.chain_id}, got {tx.chain_id!r}")
+    if not verified and not verify_tx_signature(stx):
+        raise InvalidSignature("signature does not verify for the sender key")
+    account = state.get_account(address_from_public_key(tx.sender))
+    if tx.nonce != account.nonce:
+        raise BadNonce(f"bad nonce: expected {account.nonce}, got {tx.nonce}")
+    if tx.fee < ctx.min_fee:
+        raise FeeBelowMinimum(f"fee too low: minimum {ctx.min_fee}, got {tx.fee}")
+    have = spendable_gpu(account, ctx.height)
+    if tx.fee > have:
+        raise CannotPayFee(f"cannot pay fee: spendable {have}, fee {tx.fee}")
+
+
+def apply_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool = False) -> Receipt:
+    """Apply one tx: charge the fee and bump the nonce, then run its body.
+
+    Raises `InvalidTransaction` if the tx cannot be included. If the body fails,
+    the receipt says why and only the fee and nonce change.
+    """
+    validate_tx(state, stx, ctx, verified)
+    sender = address_from_public_key(stx.tx.sender)
+    state.begin()
+    try:
+        charge_fee(state, sender, stx.tx.fee, ctx)
+    except InvalidTransaction:
+        state.rollback()
+        raise
+    state.commit_tx()
+    state.begin()
+    try:
+        apply_body(state, sender, stx.tx.body, ctx)
+    except TxFailed as failure:
+        state.rollback()
+        return Receipt(status=RECEIPT_FAILED, code=failure.code,
+                       reason=str(failure).encode()[:256], fee_paid=stx.tx.fee)
+    state.commit_tx()
+    return Receipt(status=RECEIPT_OK, code=CODE_OK, reason=b"", fee_paid=stx.tx.fee)
+
+
+def charge_fee(state: State, sender: bytes, fee: int, ctx: BlockContext) -> None:
+    """Move the fee from the sender to the fee recipient and bump the sender's nonce."""
+    account = state.get_account(sender)
+    state.set_account(sender, replace(account, gpu=account.gpu - fee, nonce=account.nonce + 1))
+    recipient = state.get_account(ctx.fee_recipient)
+    state.set_account(ctx.fee_recipient, replace(recipient, gpu=_add(recipient.gpu, fee)))
+
+
+def apply_body(state: State, sender: bytes, body: Transfer, ctx: BlockContext) -> None:
+    """Run a tx body; raise `TxFailed` to fail it."""
+    if isinstance(body, Transfer):
+        apply_transfer(state, sender, body, ctx)
+    else:  # pragma: no cover - the codec admits only known bodies
+        raise AssertionError(f"no rule for {type(body).__name__}")
+
+
+def apply_transfer(state: State, sender: bytes, body: Transfer, ctx: BlockContext) -> None:
+    """Move `amount` of one denomination; the sender may spend only unlocked GPU."""
+    if body.denom not in (DENOM_GPU, DENOM_STABLE):
+        raise TxFailed(CODE_UNKNOWN_DENOM, f"unknown denomination {body.denom}")
+    source = state.get_account(sender)
+    field = "gpu" if body.denom == DENOM_GPU else "stable"
+    have = spendable_gpu(source, ctx.height) if body.denom == DENOM_GPU else source.stable
+    if body.amount > have:
+        raise TxFailed(CODE_INSUFFICIENT_FUNDS,
+                       f"insufficient {field} balance: have {have}, need {body.amount}")
+    state.set_account(sender, replace(source, **{field: getattr(source, field) - body.amount}))
+    target = state.get_account(body.to)
+    total = getattr(target, field) + body.amount
+    if total > UINT64_MAX:
+        raise TxFailed(CODE_OVERFLOW, f"{field} balance of recipient would overflow uint64")
+    state.set_account(body.to, replace(target, **{field: total}))
+
+
+def _add(a: int, b: int) -> int:
+    total = a + b
+    if total > UINT64_MAX:
+        raise InvalidTransaction(f"balance would overflow uint64: {a} + {b}")
+    return total
+
+
+# --- blocks ------------------------------------------------------------------------
+
+
+def validate_header(block: Block, head: Head, chain_id: str, vset: ValidatorSet) -> None:
+    """Raise `InvalidHeader` unless the header extends `head` under `vset`."""
+    h = block.header
+    vset_hash = validator_set_hash(vset)
+    expect = [
+        ("version", HEADER_VERSION, h.version),
+        ("chain id", chain_id.encode(), h.chain_id),
+        ("height", head.height + 1, h.height),
+        ("prev hash", head.block_hash, h.prev_hash),
+        ("last commit hash", commit_hash(block.last_commit), h.last_commit_hash),
+        ("tx root", tx_root(block.txs), h.tx_root),
+        ("app hash", head.app_hash, h.app_hash),
+        ("results hash", head.results_hash, h.results_hash),
+        ("validators hash", vset_hash, h.validators_hash),
+        ("next validators hash", vset_hash, h.next_validators_hash),
+        ("evidence hash", evidence_root(block.evidence), h.evidence_hash),
+    ]
+    for name, want, got in expect:
+        if want != got:
+            raise InvalidHeader(f"wrong {name}: expected {_show(want)}, got {_show(got)}")
+    if h.time_ms <= head.time_ms:
+        raise InvalidHeader(f"time must increase: previous {head.time_ms}, got {h.time_ms}")
+    if find_validator(vset, h.proposer) is None:
+        raise InvalidHeader(f"proposer {h.proposer.hex()} is not a validator")
+
+
+def validate_last_commit(block: Block, head: Head, chain_id: str, vset: ValidatorSet) -> None:
+    """The first block carries an empty commit; every later one commits its parent."""
+    if head.height == 0:
+        if block.last_commit != EMPTY_COMMIT:
+            raise InvalidHeader("the first block must carry an empty last commit")
+        return
+    validate_commit(chain_id, vset, block.last_commit, head.height, head.block_hash)
+
+
+def apply_block(state: State, block: Block, head: Head, chain_id: str, min_fee: int,
+                is_verified: IsVerified | None = None) -> BlockResult:
+    """Validate `block` against `head` and apply its txs to `state`.
+
+    Steps: validate the header; validate the last commit; refuse evidence (no
+    slashing rules yet); apply each tx, where an invalid tx invalidates the block;
+    derive the results hash and the next app hash from the write set.
+    """
+    vset = state.get_validator_set()
+    validate_header(block, head, chain_id, vset)
+    validate_last_commit(block, head, chain_id, vset)
+    if block.evidence:
+        raise InvalidBlock("evidence is not accepted: no slashing rules are active yet")
+    proposer = find_validator(vset, block.header.proposer)
+    ctx = BlockContext(chain_id=chain_id, height=block.header.height,
+                       fee_recipient=proposer.operator, min_fee=min_fee)
+    receipts, hashes = [], []
+    for index, stx in enumerate(block.txs):
+        h = tx_hash(stx)
+        verified = is_verified is not None and is_verified(h)
+        try:
+            receipts.append(apply_tx(state, stx, ctx, verified))
+        except InvalidTransaction as exc:
+            raise InvalidBlockTx(index, h, exc) from exc
+        hashes.append(h)
+    return finish_block(state, head, receipts, hashes)
+
+
+def finish_block(state: State, head: Head, receipts: list[Receipt],
+                 hashes: list[bytes]) -> BlockResult:
+    """Seal the outcome of a block's txs into a `BlockResult`."""
+    writes = state.write_set()
+    return BlockResult(receipts=tuple(receipts), tx_hashes=tuple(hashes), writes=writes,
+                       app_hash=next_app_hash(head.app_hash, writes),
+                       results_hash=results_root(receipts))
+
+
+def find_validator(vset: ValidatorSet, address: bytes) -> Validator | None:
+    """The validator with this address, or None."""
+    for validator in vset.validators:
+        if validator.address == address:
+            return validator
+    return None
+
+
+def _show(value: object) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
