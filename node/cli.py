@@ -1,0 +1,18 @@
+"""The `gannet` command line: one click group, subcommands by subsystem.
+
+Every command fails with a one-line message and a non-zero exit on bad input
+(`click.ClickException`), never a traceback.
+"""
+
+import click
+
+from node.cli_genesis import genesis_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gannet")
+def main() -> None:
+    """Gannet: a proof-of-compute proof-of-stake node."""
+
+
+main.add_command(genesis_group)
