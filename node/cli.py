@@ -7,6 +7,8 @@ Every command fails with a one-line message and a non-zero exit on bad input
 import click
 
 from node.cli_genesis import genesis_group
+from node.cli_node import devnet_cmd, node_group
+from node.cli_wallet import wallet_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,3 +18,6 @@ def main() -> None:
 
 
 main.add_command(genesis_group)
+main.add_command(node_group)
+main.add_command(devnet_cmd)
+main.add_command(wallet_group)

@@ -1,0 +1,268 @@
+"""The wallet-facing JSON-RPC methods of a node (Ethereum-style names).
+
+Wire conventions: amounts are decimal strings of base units (they exceed the
+integers JSON clients can hold exactly); heights, nonces and counts are numbers;
+hashes and keys are 0x-prefixed hex; addresses are bech32 (`gnt1…`; 0x-hex is
+accepted on input). Bad input raises `InvalidParams`; a rejected tx `TxRejected`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.address import AddressError, encode_address, parse_address
+from chain.codec import decode
+from chain.errors import ChainError
+from chain.records import DENOMS, RECEIPT_OK, Block, Receipt, SignedTx, block_hash, tx_hash
+from chain.signing import sender_address
+from chain.state import State
+from consensus.transition import spendable_gpu
+from node.rpc.errors import InvalidParams, NotFound, TxRejected
+from node.rpc.server import RpcLimits, RpcServer
+
+MAX_TX_HEX_CHARS = 2 * 64 * 1024 + 2
+
+
+def build_rpc(node, limits: RpcLimits) -> RpcServer:
+    """An `RpcServer` serving this node's methods and subscription topics."""
+    api = NodeApi(node)
+    server = RpcServer(api.methods(), node.config.rpc.host, node.config.rpc.port, limits)
+    server.hub.register_topic("newHeads", _no_params)
+    server.hub.register_topic("txStatus", _one_hash)
+
+    async def publish(committed) -> None:
+        await server.hub.publish("newHeads", header_json(committed.block, committed.block_hash))
+        if not server.hub.count("txStatus"):
+            return
+        for index, h in enumerate(committed.tx_hashes):
+            status = {"hash": _hex(h), "status": "included",
+                      "height": committed.head.height, "index": index}
+            await server.hub.publish("txStatus", status,
+                                     match=lambda wanted, hh=status["hash"]: wanted == hh)
+
+    node.on_commit(publish)
+    return server
+
+
+class NodeApi:
+    """Method implementations over a running node."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+
+    def methods(self) -> dict[str, Any]:
+        """The method table, by JSON-RPC name."""
+        return {
+            "gannet_chainId": self.chain_id,
+            "gannet_status": self.status,
+            "gannet_blockNumber": self.block_number,
+            "gannet_getAccount": self.get_account,
+            "gannet_sendRawTransaction": self.send_raw_transaction,
+            "gannet_getTransaction": self.get_transaction,
+            "gannet_getBlockByNumber": self.get_block_by_number,
+            "gannet_getBlockByHash": self.get_block_by_hash,
+            "gannet_estimateFee": self.estimate_fee,
+        }
+
+    def chain_id(self) -> str:
+        """The chain id."""
+        return self.node.chain_id
+
+    def status(self) -> dict[str, Any]:
+        """Head height and hashes, sync state, mempool size, own validator address."""
+        head = self.node.head
+        validator = self.node.validator_address
+        return {
+            "chain_id": self.node.chain_id,
+            "height": head.height,
+            "head_hash": _hex(head.block_hash),
+            "app_hash": _hex(head.app_hash),
+            "time_ms": head.time_ms,
+            "syncing": False,
+            "mempool_size": len(self.node.mempool),
+            "validator": encode_address(validator) if validator else None,
+        }
+
+    def block_number(self) -> int:
+        """Height of the latest committed block."""
+        return self.node.head.height
+
+    def get_account(self, address: str) -> dict[str, Any]:
+        """Committed balances, nonce, locks, and the nonce after pending txs."""
+        addr = _address(address)
+        account = State(self.node.store.get_state).get_account(addr)
+        return {
+            "address": encode_address(addr),
+            "gpu": str(account.gpu),
+            "stable": str(account.stable),
+            "spendable_gpu": str(spendable_gpu(account, self.node.head.height + 1)),
+            "nonce": account.nonce,
+            "pending_nonce": self.node.mempool.pending_nonce(addr),
+            "licences": account.licences,
+            "locks": [{"amount": str(lk.amount), "release_height": lk.release_height}
+                      for lk in account.locks],
+        }
+
+    def send_raw_transaction(self, raw: str) -> str:
+        """Admit a hex-encoded signed tx to the mempool; its hash, or why not."""
+        data = _bytes_param(raw, "raw transaction", MAX_TX_HEX_CHARS)
+        try:
+            h = self.node.mempool.add(data)
+        except ChainError as exc:
+            self._remember_if_decodable(data, str(exc))
+            raise TxRejected(str(exc)) from exc
+        return _hex(h)
+
+    def _remember_if_decodable(self, data: bytes, reason: str) -> None:
+        try:
+            stx = decode(SignedTx, data)
+        except ChainError:
+            return
+        h = tx_hash(stx)
+        if not self.node.mempool.contains(h) and self.node.store.get_tx_location(h) is None:
+            self.node.remember_rejected(h, reason)
+
+    def get_transaction(self, tx_hash_hex: str) -> dict[str, Any]:
+        """Status of a tx: unknown, pending, included (with receipt) or rejected."""
+        h = _bytes_param(tx_hash_hex, "tx hash", 66, exact=32)
+        result: dict[str, Any] = {"hash": _hex(h), "status": "unknown", "reason": None,
+                                  "height": None, "index": None, "receipt": None, "tx": None}
+        location = self.node.store.get_tx_location(h)
+        if location is not None:
+            block = self.node.store.get_block(location.height)
+            result.update(status="included", height=location.height, index=location.index,
+                          receipt=receipt_json(location.receipt),
+                          tx=tx_json(block.txs[location.index]))
+        elif (stx := self.node.mempool.get(h)) is not None:
+            result.update(status="pending", tx=tx_json(stx))
+        elif h in self.node.rejected:
+            result.update(status="rejected", reason=self.node.rejected[h])
+        return result
+
+    def get_block_by_number(self, height: int | str, full: bool = False) -> dict[str, Any]:
+        """The block at a height ("latest" for the head), with tx hashes or full txs."""
+        if height == "latest":
+            height = self.node.head.height
+        if type(height) is not int or height < 0:
+            raise InvalidParams(f"height must be a non-negative integer or 'latest', got "
+                                f"{height!r}")
+        return self._block(height, _bool(full))
+
+    def get_block_by_hash(self, block_hash_hex: str, full: bool = False) -> dict[str, Any]:
+        """The block with this hash, with tx hashes or full txs."""
+        h = _bytes_param(block_hash_hex, "block hash", 66, exact=32)
+        height = self.node.store.get_height_by_hash(h)
+        if height is None:
+            raise NotFound(f"no block with hash {_hex(h)}")
+        return self._block(height, _bool(full))
+
+    def _block(self, height: int, full: bool) -> dict[str, Any]:
+        block = self.node.store.get_block(height) if height > 0 else None
+        if block is None:
+            raise NotFound(f"no block at height {height} (head is {self.node.head.height})")
+        out = header_json(block, block_hash(block))
+        out["txs"] = [tx_json(stx) if full else _hex(tx_hash(stx)) for stx in block.txs]
+        out["last_commit"] = {
+            "height": block.last_commit.height, "round": block.last_commit.round,
+            "block_hash": _hex(block.last_commit.block_hash),
+            "signatures": [{"validator": encode_address(s.validator),
+                            "signature": _hex(s.signature)}
+                           for s in block.last_commit.signatures],
+        }
+        return out
+
+    def estimate_fee(self) -> dict[str, str]:
+        """The network minimum fee and a fee likely to be included soon.
+
+        The suggestion is the minimum while the mempool is under half full, else
+        one more than the lowest fee pending (what it takes to outbid eviction).
+        """
+        min_fee = self.node.min_fee
+        mempool = self.node.mempool
+        suggested = min_fee
+        if 2 * len(mempool) >= mempool.limits.max_txs:
+            lowest = mempool.lowest_fee()
+            if lowest is not None:
+                suggested = max(min_fee, lowest + 1)
+        return {"min_fee": str(min_fee), "fee": str(suggested)}
+
+
+# --- JSON views -------------------------------------------------------------
+
+
+def header_json(block: Block, block_hash_: bytes) -> dict[str, Any]:
+    """A block header as JSON."""
+    h = block.header
+    return {
+        "hash": _hex(block_hash_), "height": h.height, "time_ms": h.time_ms,
+        "chain_id": h.chain_id.decode(), "prev_hash": _hex(h.prev_hash),
+        "last_commit_hash": _hex(h.last_commit_hash), "tx_root": _hex(h.tx_root),
+        "app_hash": _hex(h.app_hash), "results_hash": _hex(h.results_hash),
+        "validators_hash": _hex(h.validators_hash), "evidence_hash": _hex(h.evidence_hash),
+        "proposer": encode_address(h.proposer), "tx_count": len(block.txs),
+    }
+
+
+def tx_json(stx: SignedTx) -> dict[str, Any]:
+    """A signed tx as JSON."""
+    tx, body = stx.tx, stx.tx.body
+    return {
+        "hash": _hex(tx_hash(stx)), "from": encode_address(sender_address(stx)),
+        "nonce": tx.nonce, "fee": str(tx.fee), "kind": "transfer",
+        "to": encode_address(body.to), "amount": str(body.amount),
+        "denom": DENOMS.get(body.denom, str(body.denom)), "signature": _hex(stx.signature),
+    }
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    """A receipt as JSON."""
+    return {"status": "ok" if receipt.status == RECEIPT_OK else "failed", "code": receipt.code,
+            "reason": receipt.reason.decode(errors="replace"), "fee_paid": str(receipt.fee_paid)}
+
+
+# --- parameter checks -------------------------------------------------------
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise InvalidParams(f"expected a boolean, got {value!r:.40}")
+    return value
+
+
+def _address(value: Any) -> bytes:
+    if type(value) is not str:
+        raise InvalidParams(f"address must be a string, got {type(value).__name__}")
+    try:
+        return parse_address(value)
+    except AddressError as exc:
+        raise InvalidParams(f"invalid address: {exc}") from exc
+
+
+def _bytes_param(value: Any, what: str, max_chars: int, exact: int | None = None) -> bytes:
+    if type(value) is not str:
+        raise InvalidParams(f"{what} must be a hex string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidParams(f"{what} is too long: {len(value)} characters")
+    text = value[2:] if value[:2] in ("0x", "0X") else value
+    try:
+        data = bytes.fromhex(text)
+    except ValueError as exc:
+        raise InvalidParams(f"{what} is not valid hex") from exc
+    if exact is not None and len(data) != exact:
+        raise InvalidParams(f"{what} must be {exact} bytes, got {len(data)}")
+    return data
+
+
+def _no_params(*args: Any) -> None:
+    if args:
+        raise InvalidParams("newHeads takes no parameters")
+
+
+def _one_hash(*args: Any) -> str:
+    if len(args) != 1:
+        raise InvalidParams("txStatus takes one tx hash")
+    return _hex(_bytes_param(args[0], "tx hash", 66, exact=32))

@@ -1,0 +1,175 @@
+"""`gannet node init|start` and `gannet devnet`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from chain.address import address_from_public_key, encode_address
+from chain.crypto import SigningKey
+from chain.errors import ChainError
+from chain.keystore import save_keystore
+from chain.types import BASE_UNITS_PER_GPU
+from genesis.document import (
+    GenesisError,
+    add_account,
+    add_validator,
+    dump_genesis,
+    load_genesis,
+    new_genesis,
+)
+from node.config import (
+    ConfigError,
+    ConsensusConfig,
+    HomePaths,
+    NodeConfig,
+    RpcConfig,
+    load_config,
+    save_config,
+)
+from node.keys import KeyFileError, load_key_file, save_key_file
+from node.logs import configure_logging
+from node.service import Node, NodeError
+
+DEVNET_CHAIN_ID = "gannet-devnet"
+DEVNET_FUNDS = 1_000_000 * BASE_UNITS_PER_GPU
+DEVNET_STABLE = 1_000_000 * BASE_UNITS_PER_GPU
+DEVNET_POWER = 1000 * BASE_UNITS_PER_GPU
+DEV_KEY_NAME = "dev_account.json"
+log = logging.getLogger("gannet.cli")
+
+
+@click.group("node")
+def node_group() -> None:
+    """Initialise and run a node."""
+
+
+@node_group.command("init")
+@click.option("--home", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--chain-id", default="gannet-local", show_default=True)
+@click.option("--moniker", default="gannet", show_default=True)
+@click.option("--rpc-port", default=8545, show_default=True, type=click.IntRange(0, 65535))
+def init_cmd(home: Path, chain_id: str, moniker: str, rpc_port: int) -> None:
+    """Write config, a validator key and (if absent) a genesis naming it sole validator."""
+    paths = HomePaths(home)
+    if paths.config_file.exists():
+        raise click.ClickException(f"{paths.config_file} already exists")
+    key = SigningKey.generate()
+    _guard(save_key_file, paths.validator_key_file, key)
+    save_config(paths.config_file, NodeConfig(moniker=moniker, rpc=RpcConfig(port=rpc_port)))
+    if not paths.genesis_file.exists():
+        g = new_genesis(chain_id, time.time_ns() // 1_000_000)
+        g = add_validator(g, key.public_key, DEVNET_POWER, _bech32(key), moniker)
+        dump_genesis(g, paths.genesis_file)
+    click.echo(f"initialised {home}: validator {_bech32(key)}")
+
+
+@node_group.command("start")
+@click.option("--home", required=True, type=click.Path(file_okay=False, path_type=Path))
+def start_cmd(home: Path) -> None:
+    """Run the node in the foreground until SIGINT or SIGTERM."""
+    run_node(HomePaths(home))
+
+
+@click.command("devnet")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".gannet" / "devnet", show_default=True)
+@click.option("--rpc-port", default=8545, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--block-time", "block_time_ms", default=1000, show_default=True,
+              type=click.IntRange(10, 600_000), help="Block interval in milliseconds.")
+@click.option("--reset", is_flag=True, help="Delete the devnet home first.")
+def devnet_cmd(home: Path, rpc_port: int, block_time_ms: int, reset: bool) -> None:
+    """Run a one-validator chain on 127.0.0.1 with a funded dev account."""
+    if reset and home.exists():
+        shutil.rmtree(home)
+    paths = HomePaths(home)
+    if not paths.config_file.exists():
+        make_devnet_home(paths, rpc_port, block_time_ms)
+    else:
+        _update_devnet_config(paths, rpc_port, block_time_ms)
+    _print_devnet_banner(paths, rpc_port)
+    run_node(paths)
+
+
+def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int) -> None:
+    """Create a devnet home: validator key, dev account keystore, genesis, config."""
+    validator = SigningKey.generate()
+    dev = SigningKey.generate()
+    _guard(save_key_file, paths.validator_key_file, validator)
+    _guard(save_keystore, paths.home / DEV_KEY_NAME, dev, "", scrypt_n=2**14)
+    g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000)
+    g = add_account(g, _bech32(dev), DEVNET_FUNDS, stable=DEVNET_STABLE)
+    g = add_validator(g, validator.public_key, DEVNET_POWER, _bech32(validator), "devnet")
+    dump_genesis(g, paths.genesis_file)
+    config = NodeConfig(moniker="devnet", rpc=RpcConfig(port=rpc_port),
+                        consensus=ConsensusConfig(block_time_ms=block_time_ms))
+    save_config(paths.config_file, config)
+
+
+def _update_devnet_config(paths: HomePaths, rpc_port: int, block_time_ms: int) -> None:
+    config = _guard(load_config, paths.config_file)
+    config = NodeConfig(moniker=config.moniker, log_level=config.log_level,
+                        rpc=replace(config.rpc, port=rpc_port), mempool=config.mempool,
+                        consensus=replace(config.consensus, block_time_ms=block_time_ms))
+    save_config(paths.config_file, config)
+
+
+def _print_devnet_banner(paths: HomePaths, rpc_port: int) -> None:
+    keystore = paths.home / DEV_KEY_NAME
+    address = json.loads(keystore.read_text())["address"]
+    click.echo(
+        f"Gannet devnet ({DEVNET_CHAIN_ID})\n"
+        f"  home:         {paths.home}\n"
+        f"  rpc:          http://127.0.0.1:{rpc_port}\n"
+        f"  dev account:  {address} (1,000,000 GPU, 1,000,000 stable)\n"
+        f"  dev keystore: {keystore} (password: empty)\n"
+        f"  try:          gannet wallet balance {address}\n"
+        f"  stop:         Ctrl-C (the chain resumes on the next start; --reset wipes it)",
+        err=True,
+    )
+
+
+def run_node(paths: HomePaths) -> None:
+    """Load a home, run its node until a signal, exit non-zero on a fatal error."""
+    config = _guard(load_config, paths.config_file)
+    configure_logging(config.log_level)
+    genesis = _guard(load_genesis, paths.genesis_file)
+    key = _guard(load_key_file, paths.validator_key_file) \
+        if paths.validator_key_file.exists() else None
+    try:
+        asyncio.run(_serve(paths, config, genesis, key))
+    except NodeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # e.g. the RPC port is taken
+        raise click.ClickException(f"node failed: {exc}") from exc
+
+
+async def _serve(paths, config, genesis, key) -> None:
+    node = Node(paths, config, genesis, key)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.stop)
+    await node.run()
+    log.info("node stopped")
+    sys.stderr.flush()
+
+
+def _guard(fn, *args, **kwargs):
+    """Run `fn`, turning expected failures into a one-line CLI error."""
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, GenesisError, KeyFileError, ChainError, NodeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _bech32(key: SigningKey) -> str:
+    return encode_address(address_from_public_key(key.public_key))
