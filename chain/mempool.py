@@ -362,6 +362,13 @@ class Mempool:
             return False
         return self._queues[pending.sender].nonces[-1] == pending.nonce
 
+    def lowest_fee(self) -> int | None:
+        """The fee of the cheapest evictable tx (what a newcomer must beat), or None if empty."""
+        tails = self._tails
+        while tails and not self._is_tail(tails[0][2]):
+            heapq.heappop(tails)
+        return tails[0][0] if tails else None
+
     def _note_tail(self, queue: _Queue) -> None:
         """Push the sender's tail on the eviction heap if it changed."""
         tail = queue.txs[queue.nonces[-1]]

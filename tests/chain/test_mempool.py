@@ -589,3 +589,16 @@ MempoolMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestMempoolMachine = MempoolMachine.TestCase
+
+
+def test_lowest_fee_is_the_cheapest_evictable_tail(
+    ledger: Ledger, verifier: SignatureVerifier
+) -> None:
+    """lowest_fee is the fee of the cheapest sender tail: what a newcomer must outbid."""
+    pool = make_pool(ledger, verifier)
+    assert pool.lowest_fee() is None
+    for who, fee in ((0, 500), (1, 300), (2, 900)):
+        pool.add(raw_tx(who, 0, fee))
+    assert pool.lowest_fee() == 300
+    pool.add(raw_tx(1, 1, 2000))  # sender 1's tail is now its 2000-fee tx
+    assert pool.lowest_fee() == 500
