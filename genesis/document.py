@@ -1,0 +1,850 @@
+"""The genesis file: the data a chain starts from, its validation and its hash.
+
+A genesis.json, in the spirit of CometBFT's:
+
+    {"chain_id": "gannet-1",            1..64 of [a-z0-9-]
+     "genesis_time_ms": 1700000000000,   uint64, ms since the Unix epoch
+     "initial_height": 1,                optional (default 1), >= 1
+     "params": {...},                    optional; consensus.params JSON, missing keys default
+     "accounts": [{"address": "gnt1...", "gpu": 0, "stable": 0, "licences": 0,
+                   "locks": [{"amount": 1, "release_height": 100}]}],
+     "validators": [{"name": "v0", "public_key": "<64 hex>", "power": 1000000000000,
+                     "operator": "gnt1..."}],
+     "stable_issuer": "gnt1..." or null} optional (default null)
+
+In an account, "gpu" is required; "stable", "licences" (default 0) and
+"locks" (default []) are optional. In a validator, "name" is optional (default "").
+
+Rules (`validate_genesis_json` reports every broken one, each with its JSON path):
+
+- Amounts are GPU base units (1 GPU = 10^9) that fit uint64; licences fit uint32.
+- A lock holds GPU in addition to the spendable balance; it releases at a height
+  after `initial_height`; an account holds at most 256 locks.
+- A validator's power is its bonded self-stake in base units (voting power =
+  bonded stake): at least `staking.min_validator_stake`, bonded for `operator`,
+  and part of the supply. One validator per operator (so an operator's licences
+  count once), one per public key, at most `staking.max_validators` of them.
+- All GPU at genesis (balances, locks, validator stake) fits in what the total
+  supply leaves after the network allocation, which emission mints over time.
+
+`genesis_hash` is the genesis id: SHA-256 of the canonical JSON of the parsed
+document (sorted keys, no spaces, ASCII; every parameter written out), so every
+node checks it in its handshake and two files that differ only in layout or in
+spelling out a default parameter have one id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nacl.bindings import crypto_core_ed25519_is_valid_point
+
+from chain.address import AddressError, decode_address, encode_address, parse_address
+from chain.hashing import sha256
+from chain.types import PUBLIC_KEY_LEN, UINT64_MAX, Address, Hash32, PublicKey
+from consensus.params import (
+    ZERO,
+    NetworkParams,
+    Ratio,
+    compute_allocation_amount,
+    parse_params_json,
+    to_json,
+)
+
+UINT32_MAX = 2**32 - 1
+CHAIN_ID_RE = re.compile(r"[a-z0-9-]{1,64}")
+MAX_VALIDATOR_NAME_LEN = 64
+MAX_LOCKS_PER_ACCOUNT = 256
+MAX_TOTAL_VOTING_POWER = (2**63 - 1) // 8  # CometBFT's bound: proposer priorities never overflow
+VESTING_TRANCHES = 24  # monthly steps over the plan's two-year vesting
+VESTING_SCHEDULES = ("node-holder", "investor")
+ROOT = "$"
+
+_TOP_KEYS = {
+    "chain_id": True,
+    "genesis_time_ms": True,
+    "initial_height": False,
+    "params": False,
+    "accounts": True,
+    "validators": True,
+    "stable_issuer": False,
+}  # key -> required
+_ACCOUNT_KEYS = {"address": True, "gpu": True, "stable": False, "licences": False, "locks": False}
+_LOCK_KEYS = {"amount": True, "release_height": True}
+_VALIDATOR_KEYS = {"name": False, "public_key": True, "power": True, "operator": True}
+_HEX_KEY_RE = re.compile(r"[0-9a-fA-F]{64}")
+_BAD: Any = object()  # a value whose problem is already reported
+
+
+# --- records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a genesis document, at a JSON path like "accounts[3].gpu"."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        """PATH: MESSAGE."""
+        return f"{self.path}: {self.message}"
+
+
+class GenesisError(Exception):
+    """A genesis document cannot be read, is invalid, or a builder step breaks a rule.
+
+    `.problems` lists every problem found (empty when the message says it all).
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        """A one-line message, and the problems behind it."""
+        super().__init__(message)
+        self.problems: tuple[Problem, ...] = tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisLock:
+    """`amount` GPU base units of an account that cannot move before `release_height`."""
+
+    amount: int
+    release_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisAccount:
+    """An account at genesis: spendable GPU, stable units, node licences, locked GPU."""
+
+    address: Address
+    gpu: int
+    stable: int = 0
+    licences: int = 0
+    locks: tuple[GenesisLock, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisValidator:
+    """A validator at genesis: consensus key, bonded stake (= power), operator account."""
+
+    name: str
+    public_key: PublicKey
+    power: int
+    operator: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    """A parsed, validated genesis document."""
+
+    chain_id: str
+    genesis_time_ms: int
+    initial_height: int
+    params: NetworkParams
+    accounts: tuple[GenesisAccount, ...] = ()
+    validators: tuple[GenesisValidator, ...] = ()
+    stable_issuer: Address | None = None
+
+
+# --- reading and validating ---------------------------------------------------
+
+
+def load_genesis(path: str | os.PathLike[str], *, require_validators: bool = True) -> Genesis:
+    """Read, validate and parse a genesis file; GenesisError lists every problem.
+
+    `require_validators=False` accepts a genesis still being built (no validators yet).
+    """
+    doc = read_genesis_json(path)
+    return genesis_from_json(doc, source=str(path), require_validators=require_validators)
+
+
+def read_genesis_json(path: str | os.PathLike[str]) -> Any:
+    """The decoded JSON of a file; GenesisError if unreadable or not strict JSON.
+
+    Strict: duplicate object keys and NaN/Infinity are errors.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise GenesisError(f"cannot read genesis file {path}: {error.strerror or error}") from None
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_object_without_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as error:
+        message = f"not valid JSON: {error}"
+        raise GenesisError(f"{path}: {message}", [Problem(ROOT, message)]) from None
+
+
+def genesis_from_json(
+    doc: Any, source: str = "genesis", *, require_validators: bool = True
+) -> Genesis:
+    """The Genesis of a decoded JSON document; GenesisError lists every problem."""
+    genesis, problems = _genesis_from_json(doc, require_validators=require_validators)
+    if genesis is None:
+        raise _error_of(problems, source)
+    return genesis
+
+
+def validate_genesis_json(doc: Any) -> list[Problem]:
+    """Every problem of a decoded genesis document, sorted by path; empty when valid."""
+    return _genesis_from_json(doc, require_validators=True)[1]
+
+
+def validate_genesis(genesis: Genesis) -> None:
+    """Raise GenesisError listing every problem of a Genesis built in code."""
+    try:
+        doc = genesis_to_json(genesis)
+    except (AddressError, AttributeError, TypeError, ValueError) as error:
+        raise GenesisError(f"genesis cannot be written as JSON: {error}") from None
+    problems = validate_genesis_json(doc)
+    if problems:
+        raise _error_of(problems, "genesis")
+
+
+def _genesis_from_json(
+    doc: Any, *, require_validators: bool
+) -> tuple[Genesis | None, list[Problem]]:
+    """The Genesis (None if any problem) and every problem, sorted by path."""
+    out: list[Problem] = []
+    if not isinstance(doc, dict):
+        return None, [Problem(ROOT, f"expected a JSON object, got {_json_type(doc)}")]
+    top = _fields_of(doc, "", _TOP_KEYS, out)
+    chain_id = _chain_id_from_json(top.get("chain_id", _BAD), out)
+    genesis_time_ms = _uint_from_json(top.get("genesis_time_ms", _BAD), "genesis_time_ms", out)
+    initial_height = _uint_from_json(top.get("initial_height", 1), "initial_height", out, 1)
+    params, param_problems = parse_params_json(top.get("params", {}), "params")
+    out += [Problem(path, message) for path, message in param_problems]
+    height = 1 if initial_height is _BAD else initial_height
+    accounts = _list_from_json(
+        top.get("accounts", _BAD),
+        "accounts",
+        lambda item, path: _account_from_json(item, path, height, out),
+        out,
+    )
+    raw_validators = top.get("validators", _BAD)
+    min_stake = params.staking.min_validator_stake
+    validators = _list_from_json(
+        raw_validators,
+        "validators",
+        lambda item, path: _validator_from_json(item, path, min_stake, out),
+        out,
+    )
+    listed = len(raw_validators) if isinstance(raw_validators, list) else None
+    stable_issuer = _issuer_from_json(top.get("stable_issuer"), out)
+    out += _collection_problems(params, accounts, validators, listed, require_validators)
+    if out:
+        return None, sorted(out, key=lambda problem: _path_key(problem.path))
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=genesis_time_ms,
+        initial_height=initial_height,
+        params=params,
+        accounts=tuple(account for _, account in accounts),
+        validators=tuple(validator for _, validator in validators),
+        stable_issuer=stable_issuer,
+    )
+    return genesis, []
+
+
+def _fields_of(doc: dict[str, Any], path: str, keys: dict[str, bool], out: list[Problem]) -> dict:
+    """The object's fields; unknown keys and missing required keys are reported."""
+    for key in doc:
+        if key not in keys:
+            out.append(Problem(_join(path, key), "unknown field"))
+    fields = {key: value for key, value in doc.items() if key in keys}
+    for key, required in keys.items():
+        if required and key not in doc:
+            out.append(Problem(_join(path, key), "missing"))
+            fields[key] = _BAD
+    return fields
+
+
+def _chain_id_from_json(value: Any, out: list[Problem]) -> Any:
+    if value is _BAD:
+        return _BAD
+    if not isinstance(value, str):
+        out.append(Problem("chain_id", f"expected a string, got {_json_type(value)}"))
+        return _BAD
+    if not CHAIN_ID_RE.fullmatch(value):
+        out.append(
+            Problem("chain_id", f"must be 1..64 characters of a-z, 0-9 and '-', got {value!r}")
+        )
+        return _BAD
+    return value
+
+
+def _uint_from_json(
+    value: Any,
+    path: str,
+    out: list[Problem],
+    minimum: int = 0,
+    maximum: int = UINT64_MAX,
+    why: str = "",
+) -> Any:
+    """An integer in minimum..maximum, or _BAD after reporting why not (and `why`)."""
+    if value is _BAD:
+        return _BAD
+    if not isinstance(value, int) or isinstance(value, bool):
+        out.append(Problem(path, f"expected an integer, got {_json_type(value)}"))
+        return _BAD
+    if value < minimum:
+        what = "negative" if value < 0 else "too small"
+        out.append(Problem(path, f"{what}: must be at least {minimum}{why}, got {value}"))
+        return _BAD
+    if value > maximum:
+        out.append(Problem(path, f"too large: must be at most {maximum}, got {value}"))
+        return _BAD
+    return value
+
+
+def _address_from_json(value: Any, path: str, out: list[Problem]) -> Any:
+    """The bytes of a bech32 address string, or _BAD after reporting the AddressError."""
+    if value is _BAD:
+        return _BAD
+    if not isinstance(value, str):
+        out.append(Problem(path, f"expected a bech32 address string, got {_json_type(value)}"))
+        return _BAD
+    try:
+        return decode_address(value)
+    except AddressError as error:
+        out.append(Problem(path, str(error)))
+        return _BAD
+
+
+def _issuer_from_json(value: Any, out: list[Problem]) -> Any:
+    return None if value is None else _address_from_json(value, "stable_issuer", out)
+
+
+def _list_from_json(
+    value: Any, path: str, parse_item: Callable[[Any, str], Any], out: list[Problem]
+) -> list[tuple[int, Any]]:
+    """(index, record) for each item that parsed; the rest are reported."""
+    if value is _BAD:
+        return []
+    if not isinstance(value, list):
+        out.append(Problem(path, f"expected a list, got {_json_type(value)}"))
+        return []
+    parsed = [(index, parse_item(item, f"{path}[{index}]")) for index, item in enumerate(value)]
+    return [(index, record) for index, record in parsed if record is not _BAD]
+
+
+def _account_from_json(doc: Any, path: str, initial_height: int, out: list[Problem]) -> Any:
+    """A GenesisAccount, or _BAD after reporting every problem of the entry."""
+    if not isinstance(doc, dict):
+        out.append(Problem(path, f"expected an object, got {_json_type(doc)}"))
+        return _BAD
+    before = len(out)
+    fields = _fields_of(doc, path, _ACCOUNT_KEYS, out)
+    address = _address_from_json(fields["address"], f"{path}.address", out)
+    gpu = _uint_from_json(fields["gpu"], f"{path}.gpu", out)
+    stable = _uint_from_json(fields.get("stable", 0), f"{path}.stable", out)
+    licences = _uint_from_json(fields.get("licences", 0), f"{path}.licences", out, 0, UINT32_MAX)
+    locks = _locks_from_json(fields.get("locks", []), f"{path}.locks", initial_height, out)
+    if len(out) > before:
+        return _BAD
+    if gpu + sum(lock.amount for lock in locks) > UINT64_MAX:
+        out.append(Problem(path, f"gpu plus locked GPU must fit uint64 ({UINT64_MAX})"))
+        return _BAD
+    return GenesisAccount(address, gpu, stable, licences, locks)
+
+
+def _locks_from_json(value: Any, path: str, initial_height: int, out: list[Problem]) -> Any:
+    """The account's locks, or _BAD after reporting their problems."""
+    if not isinstance(value, list):
+        out.append(Problem(path, f"expected a list, got {_json_type(value)}"))
+        return _BAD
+    if len(value) > MAX_LOCKS_PER_ACCOUNT:
+        out.append(Problem(path, f"at most {MAX_LOCKS_PER_ACCOUNT} locks, got {len(value)}"))
+        return _BAD
+    before = len(out)
+    locks = []
+    for index, item in enumerate(value):
+        lock_path = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            out.append(Problem(lock_path, f"expected an object, got {_json_type(item)}"))
+            continue
+        fields = _fields_of(item, lock_path, _LOCK_KEYS, out)
+        amount = _uint_from_json(fields["amount"], f"{lock_path}.amount", out, 1)
+        release = _uint_from_json(
+            fields["release_height"],
+            f"{lock_path}.release_height",
+            out,
+            initial_height + 1,
+            why=" (a lock releases after initial_height)",
+        )
+        locks.append(GenesisLock(amount, release))
+    return _BAD if len(out) > before else tuple(locks)
+
+
+def _validator_from_json(doc: Any, path: str, min_stake: int, out: list[Problem]) -> Any:
+    """A GenesisValidator, or _BAD after reporting every problem of the entry."""
+    if not isinstance(doc, dict):
+        out.append(Problem(path, f"expected an object, got {_json_type(doc)}"))
+        return _BAD
+    before = len(out)
+    fields = _fields_of(doc, path, _VALIDATOR_KEYS, out)
+    name = _name_from_json(fields.get("name", ""), f"{path}.name", out)
+    public_key = _public_key_from_json(fields["public_key"], f"{path}.public_key", out)
+    power = _uint_from_json(
+        fields["power"], f"{path}.power", out, 1, why=" (zero power cannot vote)"
+    )
+    operator = _address_from_json(fields["operator"], f"{path}.operator", out)
+    if power is not _BAD and power < min_stake:
+        out.append(
+            Problem(
+                f"{path}.power",
+                f"{power} is below params.staking.min_validator_stake {min_stake} "
+                "(power is bonded stake in base units)",
+            )
+        )
+    if len(out) > before:
+        return _BAD
+    return GenesisValidator(name, public_key, power, operator)
+
+
+def _name_from_json(value: Any, path: str, out: list[Problem]) -> Any:
+    if not isinstance(value, str):
+        out.append(Problem(path, f"expected a string, got {_json_type(value)}"))
+        return _BAD
+    if len(value) > MAX_VALIDATOR_NAME_LEN or not value.isprintable():
+        out.append(Problem(path, f"must be at most {MAX_VALIDATOR_NAME_LEN} printable characters"))
+        return _BAD
+    return value
+
+
+def _public_key_from_json(value: Any, path: str, out: list[Problem]) -> Any:
+    """The 32 key bytes of 64 hex digits, a canonical Ed25519 point of prime order."""
+    if value is _BAD:
+        return _BAD
+    if not isinstance(value, str) or not _HEX_KEY_RE.fullmatch(value):
+        got = f"{len(value)} characters" if isinstance(value, str) else _json_type(value)
+        out.append(Problem(path, f"expected {2 * PUBLIC_KEY_LEN} hex digits, got {got}"))
+        return _BAD
+    key = bytes.fromhex(value)
+    if not crypto_core_ed25519_is_valid_point(key):
+        out.append(Problem(path, "not a valid Ed25519 public key (small order or off the curve)"))
+        return _BAD
+    return PublicKey(key)
+
+
+# --- rules over the whole document -------------------------------------------
+
+
+def _collection_problems(
+    params: NetworkParams,
+    accounts: Sequence[tuple[int, GenesisAccount]],
+    validators: Sequence[tuple[int, GenesisValidator]],
+    listed: int | None,
+    require_validators: bool,
+) -> list[Problem]:
+    """Duplicates, the validator set's size and power, and the supply bound.
+
+    `listed` is the length of the validators list (None when it is not a list).
+    """
+    out: list[Problem] = []
+    out += _duplicate_problems("accounts", "address", accounts, lambda a: a.address)
+    out += _duplicate_problems("validators", "public_key", validators, lambda v: v.public_key)
+    out += _duplicate_problems("validators", "operator", validators, lambda v: v.operator)
+    out += _validator_set_problems(params, validators, listed, require_validators)
+    out += _supply_problems(params, accounts, validators)
+    return out
+
+
+def _duplicate_problems(
+    list_path: str, name: str, entries: Sequence[tuple[int, Any]], key: Callable[[Any], bytes]
+) -> list[Problem]:
+    """Each entry whose `key` an earlier entry already has."""
+    first: dict[bytes, int] = {}
+    out = []
+    for index, entry in entries:
+        earlier = first.setdefault(key(entry), index)
+        if earlier != index:
+            out.append(
+                Problem(f"{list_path}[{index}].{name}", f"duplicate of {list_path}[{earlier}]")
+            )
+    return out
+
+
+def _validator_set_problems(
+    params: NetworkParams,
+    validators: Sequence[tuple[int, GenesisValidator]],
+    listed: int | None,
+    require_validators: bool,
+) -> list[Problem]:
+    """At least one validator, at most max_validators, total power within bounds."""
+    out = []
+    maximum = params.staking.max_validators
+    if require_validators and listed == 0:
+        out.append(Problem("validators", "no validators: a chain needs at least one"))
+    if listed is not None and listed > maximum:
+        out.append(
+            Problem(
+                "validators", f"{listed} validators, above params.staking.max_validators {maximum}"
+            )
+        )
+    total = sum(validator.power for _, validator in validators)
+    if total > MAX_TOTAL_VOTING_POWER:
+        out.append(Problem("validators", f"total power {total} exceeds {MAX_TOTAL_VOTING_POWER}"))
+    return out
+
+
+def _supply_problems(
+    params: NetworkParams,
+    accounts: Sequence[tuple[int, GenesisAccount]],
+    validators: Sequence[tuple[int, GenesisValidator]],
+) -> list[Problem]:
+    """Genesis GPU fits the supply left after the network allocation; stable fits uint64."""
+    out = []
+    balances = sum(account.gpu for _, account in accounts)
+    locked = sum(lock.amount for _, account in accounts for lock in account.locks)
+    staked = sum(validator.power for _, validator in validators)
+    tokenomics = params.tokenomics
+    network = compute_allocation_amount(tokenomics, "network")
+    room = tokenomics.total_supply - network
+    if balances + locked + staked > room:
+        out.append(
+            Problem(
+                "accounts",
+                f"genesis GPU {balances + locked + staked} (balances {balances}, locks {locked}, "
+                f"validator stake {staked}) is above {room}: total_supply "
+                f"{tokenomics.total_supply} less the network allocation {network} "
+                f"that emission mints",
+            )
+        )
+    stable = sum(account.stable for _, account in accounts)
+    if stable > UINT64_MAX:
+        out.append(Problem("accounts", f"stable balances sum to {stable}, above {UINT64_MAX}"))
+    return out
+
+
+# --- writing and hashing ------------------------------------------------------
+
+
+def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
+    """The JSON object of a Genesis, every parameter written out."""
+    issuer = genesis.stable_issuer
+    return {
+        "chain_id": genesis.chain_id,
+        "genesis_time_ms": genesis.genesis_time_ms,
+        "initial_height": genesis.initial_height,
+        "params": to_json(genesis.params),
+        "accounts": [_account_to_json(account) for account in genesis.accounts],
+        "validators": [_validator_to_json(validator) for validator in genesis.validators],
+        "stable_issuer": None if issuer is None else encode_address(issuer),
+    }
+
+
+def _account_to_json(account: GenesisAccount) -> dict[str, Any]:
+    return {
+        "address": encode_address(account.address),
+        "gpu": account.gpu,
+        "stable": account.stable,
+        "licences": account.licences,
+        "locks": [
+            {"amount": lock.amount, "release_height": lock.release_height} for lock in account.locks
+        ],
+    }
+
+
+def _validator_to_json(validator: GenesisValidator) -> dict[str, Any]:
+    return {
+        "name": validator.name,
+        "public_key": bytes(validator.public_key).hex(),
+        "power": validator.power,
+        "operator": encode_address(validator.operator),
+    }
+
+
+def canonical_genesis_bytes(genesis: Genesis) -> bytes:
+    """The canonical JSON the genesis hash covers: sorted keys, no spaces, ASCII."""
+    text = json.dumps(
+        genesis_to_json(genesis), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return text.encode("ascii")
+
+
+def genesis_hash(genesis: Genesis) -> Hash32:
+    """The genesis id every node checks: SHA-256 of `canonical_genesis_bytes`."""
+    return sha256(canonical_genesis_bytes(genesis))
+
+
+def dump_genesis(genesis: Genesis, path: str | os.PathLike[str]) -> None:
+    """Write genesis.json atomically: a temp file beside it, fsync, rename, fsync the folder.
+
+    A crash leaves the old file or the new one, never a torn one.
+    """
+    target = Path(path)
+    data = (json.dumps(genesis_to_json(genesis), indent=2) + "\n").encode("ascii")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+    except OSError as error:
+        raise GenesisError(f"cannot write genesis file {path}: {error.strerror or error}") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- builders -----------------------------------------------------------------
+
+
+def new_genesis(
+    chain_id: str, genesis_time_ms: int, params: NetworkParams | None = None
+) -> Genesis:
+    """An empty genesis (no accounts, no validators yet) starting at height 1."""
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=genesis_time_ms,
+        initial_height=1,
+        params=NetworkParams() if params is None else params,
+    )
+    _check_partial(genesis)
+    return genesis
+
+
+def add_account(
+    genesis: Genesis,
+    address: Address | str,
+    gpu: int,
+    stable: int = 0,
+    licences: int = 0,
+    locks: Sequence[GenesisLock] = (),
+) -> Genesis:
+    """The genesis with one more account; GenesisError if it is already there or breaks a rule."""
+    raw = _builder_address(address, "address")
+    if any(account.address == raw for account in genesis.accounts):
+        raise GenesisError(f"account {encode_address(raw)} already in genesis")
+    account = GenesisAccount(raw, gpu, stable, licences, tuple(locks))
+    updated = dataclasses.replace(genesis, accounts=(*genesis.accounts, account))
+    index = len(genesis.accounts)
+    out: list[Problem] = []
+    entry = _entry_to_json(_account_to_json, account)
+    _account_from_json(entry, f"accounts[{index}]", genesis.initial_height, out)
+    _raise_step_problems(updated, out)
+    return updated
+
+
+def add_validator(
+    genesis: Genesis,
+    public_key: bytes | str,
+    power: int,
+    operator: Address | str,
+    name: str = "",
+) -> Genesis:
+    """The genesis with one more validator (public key as bytes or 64 hex digits)."""
+    key = _builder_public_key(public_key)
+    owner = _builder_address(operator, "operator")
+    if any(validator.public_key == key for validator in genesis.validators):
+        raise GenesisError(f"validator key {key.hex()} already in genesis")
+    if any(validator.operator == owner for validator in genesis.validators):
+        raise GenesisError(f"operator {encode_address(owner)} already runs a genesis validator")
+    validator = GenesisValidator(name, PublicKey(key), power, owner)
+    updated = dataclasses.replace(genesis, validators=(*genesis.validators, validator))
+    index = len(genesis.validators)
+    out: list[Problem] = []
+    entry = _entry_to_json(_validator_to_json, validator)
+    min_stake = genesis.params.staking.min_validator_stake
+    _validator_from_json(entry, f"validators[{index}]", min_stake, out)
+    _raise_step_problems(updated, out)
+    return updated
+
+
+def set_stable_issuer(genesis: Genesis, address: Address | str | None) -> Genesis:
+    """The genesis with `address` (or nobody) as the issuer of the stable unit."""
+    issuer = None if address is None else _builder_address(address, "stable issuer")
+    return dataclasses.replace(genesis, stable_issuer=issuer)
+
+
+def compute_vesting_locks(
+    amount: int,
+    *,
+    unlocked: Ratio,
+    start_height: int,
+    cliff_blocks: int,
+    vesting_blocks: int,
+    tranches: int = VESTING_TRANCHES,
+) -> tuple[int, tuple[GenesisLock, ...]]:
+    """Split `amount` into GPU spendable at launch and locks that vest the rest.
+
+    floor(amount * unlocked) is spendable at once. The rest vests linearly
+    after the cliff in `tranches` steps: step i releases the part due by
+    `cliff + ceil(vesting_blocks * i / tranches)` blocks after `start_height`.
+    The parts sum exactly to the locked amount.
+    """
+    if tranches < 1 or vesting_blocks < 1 or cliff_blocks < 0 or not 0 <= amount <= UINT64_MAX:
+        raise GenesisError(
+            f"vesting needs tranches >= 1, vesting_blocks >= 1, cliff_blocks >= 0 and a uint64 "
+            f"amount, got {tranches}, {vesting_blocks}, {cliff_blocks}, {amount}"
+        )
+    liquid = unlocked.floor_mul(amount)
+    locked = amount - liquid
+    releases: dict[int, int] = {}
+    for step in range(1, tranches + 1):
+        part = locked * step // tranches - locked * (step - 1) // tranches
+        height = start_height + cliff_blocks - (-vesting_blocks * step // tranches)
+        if part:
+            releases[height] = releases.get(height, 0) + part
+    return liquid, tuple(GenesisLock(part, height) for height, part in sorted(releases.items()))
+
+
+def compute_genesis_vesting(
+    genesis: Genesis, schedule: str, amount: int
+) -> tuple[int, tuple[GenesisLock, ...]]:
+    """Spendable GPU and locks for `amount` under a plan schedule of the genesis params.
+
+    "node-holder": node_holder_launch_unlock at launch, the rest linear over
+    node_holder_vesting_blocks. "investor": nothing at launch, a cliff of
+    investor_cliff_blocks, then linear over investor_vesting_blocks.
+    """
+    tokenomics = genesis.params.tokenomics
+    if schedule == "node-holder":
+        unlocked, cliff = tokenomics.node_holder_launch_unlock, 0
+        vesting = tokenomics.node_holder_vesting_blocks
+    elif schedule == "investor":
+        unlocked, cliff = ZERO, tokenomics.investor_cliff_blocks
+        vesting = tokenomics.investor_vesting_blocks
+    else:
+        raise GenesisError(
+            f"unknown vesting schedule {schedule!r}: expected one of {', '.join(VESTING_SCHEDULES)}"
+        )
+    return compute_vesting_locks(
+        amount,
+        unlocked=unlocked,
+        start_height=genesis.initial_height,
+        cliff_blocks=cliff,
+        vesting_blocks=vesting,
+    )
+
+
+def _entry_to_json(encode: Callable[[Any], dict[str, Any]], entry: Any) -> dict[str, Any]:
+    """The JSON of one account or validator; GenesisError if it cannot be written."""
+    try:
+        return encode(entry)
+    except (AddressError, AttributeError, TypeError, ValueError) as error:
+        raise GenesisError(f"genesis entry cannot be written as JSON: {error}") from None
+
+
+def _raise_step_problems(updated: Genesis, out: list[Problem]) -> None:
+    """Raise the new entry's problems, else those of the set and supply rules it may break.
+
+    A builder step checks only what it can break: the genesis it extends was
+    checked by the steps before (so building n entries costs O(n) checks each).
+    """
+    if not out:
+        accounts = list(enumerate(updated.accounts))
+        validators = list(enumerate(updated.validators))
+        out += _validator_set_problems(updated.params, validators, len(validators), False)
+        out += _supply_problems(updated.params, accounts, validators)
+    if out:
+        raise _error_of(out, "genesis")
+
+
+def _check_partial(genesis: Genesis) -> None:
+    """Raise GenesisError for any problem but the lack of validators (a genesis being built)."""
+    try:
+        doc = genesis_to_json(genesis)
+    except (AddressError, AttributeError, TypeError, ValueError) as error:
+        raise GenesisError(f"genesis cannot be written as JSON: {error}") from None
+    _, problems = _genesis_from_json(doc, require_validators=False)
+    if problems:
+        raise _error_of(problems, "genesis")
+
+
+def _builder_address(value: Address | str, what: str) -> Address:
+    """20 address bytes from bytes or text (bech32 or hex); GenesisError otherwise."""
+    try:
+        if isinstance(value, bytes | bytearray):
+            encode_address(bytes(value))  # checks the length
+            return Address(bytes(value))
+        return parse_address(value)
+    except AddressError as error:
+        raise GenesisError(f"bad {what}: {error}") from None
+
+
+def _builder_public_key(value: bytes | str) -> bytes:
+    """32 key bytes from bytes or 64 hex digits; GenesisError otherwise."""
+    if isinstance(value, str):
+        text = value[2:] if value[:2] in ("0x", "0X") else value
+        if not _HEX_KEY_RE.fullmatch(text):
+            raise GenesisError(f"public key must be {2 * PUBLIC_KEY_LEN} hex digits, got {value!r}")
+        return bytes.fromhex(text)
+    if not isinstance(value, bytes | bytearray) or len(value) != PUBLIC_KEY_LEN:
+        raise GenesisError(f"public key must be {PUBLIC_KEY_LEN} bytes")
+    return bytes(value)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _error_of(problems: Sequence[Problem], source: str) -> GenesisError:
+    """One GenesisError: the count and the first problem on one line, all in `.problems`."""
+    count = len(problems)
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    noun = "problem" if count == 1 else "problems"
+    return GenesisError(f"{source}: {count} {noun}: {problems[0]}{more}", problems)
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a repeated key is an error (which value wins is not defined)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, with the value when it is a short scalar."""
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "object",
+        type(None): "null",
+    }
+    name = names.get(type(value), type(value).__name__)
+    if isinstance(value, bool | float) or (isinstance(value, str) and len(value) <= 48):
+        return f"{name} {json.dumps(value)}"
+    return name
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _path_key(path: str) -> tuple[Any, ...]:
+    """Sort key of a path: text in order, list indexes by number ("[10]" after "[9]")."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path))
