@@ -7,7 +7,8 @@ Rules (every node must produce and accept exactly the same bytes):
   strings, booleans or ext types;
 - integers use msgpack's shortest form, so one value has one encoding;
 - decoding is strict: a wrong type, wrong arity, oversize field, trailing bytes or
-  any non-shortest form raises `DecodeError` naming the offending field path.
+  any non-shortest form raises `DecodeError` naming the offending field path
+  (trailing bytes and malformed msgpack name the record).
 
 Records are declared as frozen, slotted dataclasses whose annotations carry the
 field kind through `typing.Annotated`, e.g. `height: Annotated[int, U64]`.
@@ -38,10 +39,25 @@ class UInt:
 
 @dataclass(frozen=True, slots=True)
 class Bytes:
-    """A byte string whose length lies in [min_len, max_len]."""
+    """A byte string whose length lies in [min_len, max_len] (and in `lengths`, if given)."""
 
     min_len: int
     max_len: int
+    lengths: tuple[int, ...] | None = None
+
+    def admits(self, size: int) -> bool:
+        """Whether a byte string of `size` bytes fits this kind."""
+        if not self.min_len <= size <= self.max_len:
+            return False
+        return self.lengths is None or size in self.lengths
+
+    def describe(self) -> str:
+        """The admitted lengths, for error messages."""
+        if self.lengths is not None:
+            return " or ".join(str(n) for n in self.lengths)
+        if self.min_len == self.max_len:
+            return str(self.min_len)
+        return f"{self.min_len}..{self.max_len}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +79,7 @@ U8 = UInt(8)
 U32 = UInt(32)
 U64 = UInt(64)
 HASH = Bytes(32, 32)
-OPT_HASH = Bytes(0, 32)  # empty means "none" (e.g. a nil vote); length is checked below
+OPT_HASH = Bytes(0, 32, (0, 32))  # empty means "none" (e.g. a nil vote)
 ADDRESS = Bytes(20, 20)
 PUBKEY = Bytes(32, 32)
 SIGNATURE = Bytes(64, 64)
@@ -107,7 +123,8 @@ def decode(cls: type[R], data: bytes) -> R:
     obj = _unpack(cls.__name__, data)
     value = _codec_of(cls)[1](obj, cls.__name__)
     if encode(value) != data:
-        raise DecodeError(f"{cls.__name__}: non-canonical encoding")
+        path = _non_canonical_path(data, cls) or cls.__name__
+        raise DecodeError(f"{path}: non-canonical encoding (not the shortest msgpack form)")
     return value
 
 
@@ -122,6 +139,54 @@ def _unpack(name: str, data: bytes) -> Any:
         raise
     except Exception as exc:  # msgpack raises ValueError, StackError, UnicodeError, ...
         raise DecodeError(f"{name}: not valid msgpack ({type(exc).__name__}: {exc})") from exc
+
+
+def _non_canonical_path(data: bytes, cls: type) -> str | None:
+    """The path of the first value not spelled in its shortest form (slow; errors only)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
+    unpacker.feed(data)
+    try:
+        return _first_long_form(unpacker, data, cls, cls.__name__)
+    except Exception:  # the bytes already decoded once; this is a best-effort diagnosis
+        return None
+
+
+def _first_long_form(unpacker: msgpack.Unpacker, data: bytes, kind: Any, path: str) -> str | None:
+    if isinstance(kind, UInt | Bytes):
+        start = unpacker.tell()
+        value = unpacker.unpack()
+        same = data[start:unpacker.tell()] == msgpack.packb(value, use_bin_type=True)
+        return None if same else path
+    start = unpacker.tell()
+    count = unpacker.read_array_header()
+    if data[start:unpacker.tell()] != _array_header(count):
+        return path
+    if isinstance(kind, ListOf):
+        children = [(kind.item, f"{path}[{i}]") for i in range(count)]
+    elif isinstance(kind, OneOf):
+        tag_start = unpacker.tell()
+        tag = unpacker.unpack()
+        if data[tag_start:unpacker.tell()] != msgpack.packb(tag):
+            return path
+        variant = dict(kind.variants)[tag]
+        children = [(variant, f"{path}<{variant.__name__}>")]
+    else:
+        hints = typing.get_type_hints(kind, include_extras=True)
+        children = [(_kind_of(hints[f.name]), f"{path}.{f.name}")
+                    for f in dataclasses.fields(kind)]
+    for child_kind, child_path in children:
+        found = _first_long_form(unpacker, data, child_kind, child_path)
+        if found:
+            return found
+    return None
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -212,8 +277,8 @@ def _uint_encoder(kind: UInt) -> Callable[[Any], int]:
 
 def _bytes_encoder(kind: Bytes) -> Callable[[Any], bytes]:
     def enc_bytes(value: Any) -> bytes:
-        if type(value) is not bytes or not kind.min_len <= len(value) <= kind.max_len:
-            raise EncodeError(f"expected {kind.min_len}..{kind.max_len} bytes, got {value!r:.80}")
+        if type(value) is not bytes or not kind.admits(len(value)):
+            raise EncodeError(f"expected {kind.describe()} bytes, got {value!r:.80}")
         return value
 
     return enc_bytes
@@ -248,12 +313,8 @@ def _bytes_decoder(kind: Bytes) -> Callable[[Any, str], bytes]:
     def dec_bytes(obj: Any, path: str) -> bytes:
         if type(obj) is not bytes:
             raise DecodeError(f"{path}: expected bytes, got {_kind_name(obj)}")
-        if not kind.min_len <= len(obj) <= kind.max_len:
-            want = (
-                f"{kind.min_len}" if kind.min_len == kind.max_len
-                else f"{kind.min_len}..{kind.max_len}"
-            )
-            raise DecodeError(f"{path}: expected {want} bytes, got {len(obj)}")
+        if not kind.admits(len(obj)):
+            raise DecodeError(f"{path}: expected {kind.describe()} bytes, got {len(obj)}")
         return obj
 
     return dec_bytes
