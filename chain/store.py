@@ -90,7 +90,11 @@ class BlockStore:
     def get_height_by_hash(self, block_hash_: bytes) -> int | None:
         """Height of the block with this hash, or None."""
         raw = self._get(P_HASH + block_hash_)
-        return None if raw is None else int.from_bytes(raw, "big")
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise StoreCorrupted(f"height index entry of {block_hash_.hex()} is {len(raw)} bytes")
+        return int.from_bytes(raw, "big")
 
     def get_commit(self, height: int) -> Commit | None:
         """The commit that finalised the block at `height`, or None."""
@@ -140,7 +144,7 @@ class BlockStore:
                         batch.put(P_STATE + key, value)
                     else:
                         batch.delete(P_STATE + key)
-        except plyvel.Error as exc:
+        except (plyvel.Error, RuntimeError) as exc:  # RuntimeError: the DB is closed
             self._failed = str(exc)
             raise StoreError(f"block store write failed, nothing was committed: {exc}") from exc
 
@@ -149,7 +153,7 @@ class BlockStore:
     def _get(self, key: bytes) -> bytes | None:
         try:
             return self._db.get(key)
-        except plyvel.Error as exc:
+        except (plyvel.Error, RuntimeError) as exc:  # RuntimeError: the DB is closed
             raise StoreError(f"block store read failed: {exc}") from exc
 
     def _get_record(self, key: bytes, cls: type) -> Record | None:
