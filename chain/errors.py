@@ -41,6 +41,10 @@ class FeeTooLow(MempoolError):
     """A replacement does not pay strictly more fee than the pending tx it replaces."""
 
 
+class FeeBelowMinimum(MempoolError):
+    """The tx offers less fee than the network minimum, so no block may include it."""
+
+
 class NonceTooLow(MempoolError):
     """The tx nonce is below the sender's committed nonce."""
 

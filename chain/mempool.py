@@ -4,7 +4,8 @@ Admission (`add`, `add_many`), in this order, each failure a typed `MempoolError
 (or the `DecodeError` of malformed bytes):
 
 1. encoded size <= `max_tx_bytes` (TxTooLarge), canonical `SignedTx` (DecodeError),
-   the node's chain id (MempoolError "wrong chain id");
+   the node's chain id (MempoolError "wrong chain id"), fee >= the network
+   minimum (FeeBelowMinimum);
 2. a valid signature (InvalidTxSignature); `add_many` checks all of them in one
    parallel batch on the SignatureVerifier's threads;
 3. not already pending (TxAlreadyKnown);
@@ -35,6 +36,7 @@ from chain.address import address_from_public_key
 from chain.crypto import SignatureVerifier
 from chain.errors import (
     ChainError,
+    FeeBelowMinimum,
     FeeTooLow,
     InvalidTxSignature,
     MempoolError,
@@ -128,9 +130,14 @@ class Mempool:
         get_account: Callable[[bytes], Account],
         verifier: SignatureVerifier,
         limits: MempoolLimits = DEFAULT_LIMITS,
+        min_fee: int = 0,
     ) -> None:
-        """A pool for `chain_id`; `get_account` returns the committed account of an address."""
+        """A pool for `chain_id`; `get_account` returns the committed account of an address.
+
+        `min_fee` is the network's minimum fee: a tx offering less is never includable.
+        """
         self.chain_id = chain_id
+        self.min_fee = min_fee
         self.limits = limits
         self._chain_id_bytes = chain_id.encode("utf-8")
         self._get_account = get_account
@@ -210,6 +217,9 @@ class Mempool:
         if tx.chain_id != self._chain_id_bytes:
             got = tx.chain_id.decode("utf-8", "replace")
             raise MempoolError(f"wrong chain id: expected {self.chain_id!r}, got {got!r}")
+        if tx.fee < self.min_fee:
+            raise FeeBelowMinimum(f"fee below the network minimum: expected >= {self.min_fee}, "
+                                  f"got {tx.fee}")
         return PendingTx(
             hash=sha256(raw),
             raw=raw,

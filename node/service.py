@@ -75,7 +75,7 @@ class Node:
         self.last_commit: Commit = self.store.get_commit(self.head.height) or EMPTY_COMMIT
         self.verifier = SignatureVerifier()
         self.mempool = Mempool(self.chain_id, self.committed_account, self.verifier,
-                               mempool_limits(config))
+                               mempool_limits(config), min_fee=self.min_fee)
         self.rejected: OrderedDict[bytes, str] = OrderedDict()
         self.rpc: RpcServer | None = None
         self._stop = asyncio.Event()

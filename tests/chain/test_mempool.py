@@ -16,6 +16,7 @@ from chain.address import address_from_public_key
 from chain.crypto import SignatureVerifier, SigningKey, VerifyItem
 from chain.errors import (
     DecodeError,
+    FeeBelowMinimum,
     FeeTooLow,
     InvalidTxSignature,
     MempoolError,
@@ -602,3 +603,12 @@ def test_lowest_fee_is_the_cheapest_evictable_tail(
     assert pool.lowest_fee() == 300
     pool.add(raw_tx(1, 1, 2000))  # sender 1's tail is now its 2000-fee tx
     assert pool.lowest_fee() == 500
+
+
+def test_fee_below_the_network_minimum(ledger: Ledger, verifier: SignatureVerifier) -> None:
+    """A tx offering less than the network minimum fee is never includable: refuse it."""
+    pool = Mempool(CHAIN, ledger.get, verifier, min_fee=1000)
+    with pytest.raises(FeeBelowMinimum, match="expected >= 1000, got 999"):
+        pool.add(raw_tx(0, 0, 999))
+    pool.add(raw_tx(0, 0, 1000))
+    assert len(pool) == 1
