@@ -51,7 +51,12 @@ def next_block_time(head: Head, now_ms: int) -> int:
 def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer: bytes,
                 time_ms: int, last_commit: Commit, candidates: Iterable[SignedTx],
                 is_verified: IsVerified | None = None) -> BuiltBlock:
-    """Build and apply the next block on `head` from `candidates`, in order."""
+    """Build and apply the next block on `head` from `candidates`, in order.
+
+    A candidate that is invalid in the state so far is left out and reported in
+    `rejected`; the same sender's later candidates are skipped (not rejected),
+    since their nonces now follow a gap.
+    """
     vset = state.get_validator_set()
     validator = find_validator(vset, proposer)
     if validator is None:
@@ -59,12 +64,17 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
     ctx = BlockContext(chain_id=chain_id, height=head.height + 1,
                        fee_recipient=validator.operator, min_fee=min_fee)
     included, receipts, hashes, rejected = [], [], [], []
+    stalled: set[bytes] = set()  # senders whose earlier tx was rejected: later nonces wait
     for stx in candidates:
+        sender = stx.tx.sender
+        if sender in stalled:
+            continue
         h = tx_hash(stx)
         try:
             receipts.append(apply_tx(state, stx, ctx, is_verified is not None and is_verified(h)))
         except InvalidTransaction as exc:
             rejected.append((h, str(exc)))
+            stalled.add(sender)
             continue
         included.append(stx)
         hashes.append(h)

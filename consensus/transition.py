@@ -100,7 +100,8 @@ def validate_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool) 
     """Raise `InvalidTransaction` unless `stx` may be included now.
 
     Rules: signed for this chain; signature valid; nonce equals the sender's next
-    nonce; fee at least the minimum and covered by the spendable GPU balance.
+    nonce and can still be incremented; fee at least the minimum and covered by the
+    spendable GPU balance.
     """
     tx = stx.tx
     if tx.chain_id != ctx.chain_id.encode():
@@ -110,6 +111,8 @@ def validate_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool) 
     account = state.get_account(address_from_public_key(tx.sender))
     if tx.nonce != account.nonce:
         raise BadNonce(f"bad nonce: expected {account.nonce}, got {tx.nonce}")
+    if tx.nonce == UINT64_MAX:
+        raise BadNonce(f"nonce space exhausted: nonce {tx.nonce} cannot be incremented")
     if tx.fee < ctx.min_fee:
         raise FeeBelowMinimum(f"fee too low: minimum {ctx.min_fee}, got {tx.fee}")
     have = spendable_gpu(account, ctx.height)

@@ -323,10 +323,6 @@ def test_opening_a_locked_store_is_a_store_error(path: str, store: BlockStore) -
         BlockStore(path)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "BUG chain/store.py:143,152: once the DB is closed plyvel raises RuntimeError "
-    "('Database is closed'), which is not a plyvel.Error, so it escapes as a raw "
-    "RuntimeError instead of StoreError"))
 def test_a_closed_store_raises_store_error(store: BlockStore) -> None:
     store.close()
     with pytest.raises(StoreError):
@@ -372,9 +368,6 @@ def test_a_corrupt_entry_is_store_corrupted(path: str, store: BlockStore, key: b
         reopened.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG chain/store.py:93: get_height_by_hash turns any value into an int; a "
-    "height entry that is not 8 bytes should raise StoreCorrupted"))
 def test_a_corrupt_height_index_is_store_corrupted(path: str, store: BlockStore) -> None:
     commit_block1(store)
     store.close()

@@ -280,10 +280,6 @@ def test_verified_skips_the_signature_check() -> None:
     assert apply_tx(state, stx, CTX, verified=True).status == RECEIPT_OK
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG consensus/transition.py:149: charge_fee sets nonce + 1 without an overflow check; "
-    "at nonce 2**64-1 the tx is accepted and the account can no longer be encoded, so "
-    "write_set() (and apply_block/build_block) raise EncodeError"))
 def test_nonce_overflow_is_rejected() -> None:
     """The last nonce can't be used: overflow is rejected, never stored (DESIGN: amounts)."""
     state = committed(genesis_writes({ALICE: acct(100, nonce=UINT64_MAX)}))
@@ -614,23 +610,22 @@ def test_block_with_evidence_is_invalid() -> None:
 # --- build_block ----------------------------------------------------------------------
 
 
-def test_build_block_drops_invalid_candidates() -> None:
+@pytest.mark.parametrize(("invalid", "reason"), [
+    (transfer(amount=10, nonce=5), "bad nonce"),
+    (bad_signature(transfer(amount=11, nonce=1)), "signature"),
+    (transfer(amount=12, nonce=1, chain=b"gannet-other"), "chain id"),
+])
+def test_build_block_drops_invalid_candidates(invalid: SignedTx, reason: str) -> None:
     """Unincludable candidates are left out and reported; failing ones are included."""
     writes0, head0 = genesis()
     ok0 = transfer(amount=10)
-    bad_nonce = transfer(amount=10, nonce=5)
-    bad_sig = bad_signature(transfer(amount=11, nonce=1))
-    wrong_chain = transfer(amount=12, nonce=1, chain=b"gannet-other")
-    failing = transfer(amount=10**9, nonce=1)
-    ok1 = transfer(sender=BOB_KEY, to=CAROL, amount=5)
-    candidates = [ok0, bad_nonce, bad_sig, wrong_chain, failing, ok1]
+    failing = transfer(sender=BOB_KEY, to=CAROL, amount=10**9)
+    ok1 = transfer(sender=BOB_KEY, to=CAROL, amount=5, nonce=1)
     built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
-                        candidates)
+                        [ok0, invalid, failing, ok1])
     assert built.block.txs == (ok0, failing, ok1)
-    assert [h for h, _ in built.rejected] == [tx_hash(bad_nonce), tx_hash(bad_sig),
-                                             tx_hash(wrong_chain)]
-    reasons = [reason for _, reason in built.rejected]
-    assert "bad nonce" in reasons[0] and "signature" in reasons[1] and "chain id" in reasons[2]
+    assert [h for h, _ in built.rejected] == [tx_hash(invalid)]
+    assert reason in built.rejected[0][1]
     assert [r.status for r in built.result.receipts] == [RECEIPT_OK, RECEIPT_FAILED, RECEIPT_OK]
     replay = apply_block(committed(writes0), built.block, head0, CHAIN, MIN_FEE)
     assert replay == built.result
@@ -670,3 +665,15 @@ def test_next_block_time_always_moves_forward() -> None:
     assert next_block_time(head, head.time_ms + 500) == head.time_ms + 500
     assert next_block_time(head, head.time_ms) == head.time_ms + 1
     assert next_block_time(head, 0) == head.time_ms + 1
+
+
+def test_build_block_skips_a_senders_later_txs_after_a_rejection() -> None:
+    """After a sender's tx is rejected, its later nonces are left out, not rejected."""
+    writes0, head0 = genesis()
+    first = transfer(nonce=0, fee=MIN_FEE - 1)  # below the minimum: rejected
+    later = transfer(nonce=1)
+    other = transfer(sender=BOB_KEY, to=CAROL)
+    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+                        [first, later, other])
+    assert [tx_hash(stx) for stx in built.block.txs] == [tx_hash(other)]
+    assert [h for h, _ in built.rejected] == [tx_hash(first)]

@@ -17,8 +17,14 @@ def _genesis():
     g = new_genesis("gannet-test", 1_700_000_000_000)
     for i, key in enumerate(keys):
         addr = address_from_public_key(key.public_key)
-        g = add_account(g, addr, (i + 1) * BASE_UNITS_PER_GPU, stable=7, licences=i,
-                        locks=[GenesisLock(amount=5, release_height=100)] if i == 0 else ())
+        g = add_account(
+            g,
+            addr,
+            (i + 1) * BASE_UNITS_PER_GPU,
+            stable=7,
+            licences=i,
+            locks=[GenesisLock(amount=5, release_height=100)] if i == 0 else (),
+        )
         g = add_validator(g, key.public_key, STAKE + i, addr, f"v{i}")
     return g, keys
 
@@ -28,7 +34,11 @@ def test_accounts_and_validators() -> None:
     state = genesis_state(g)
     first = state.get_account(address_from_public_key(keys[0].public_key))
     assert (first.gpu, first.stable, first.nonce, first.locks) == (
-        BASE_UNITS_PER_GPU, 7, 0, (Lock(amount=5, release_height=100),))
+        BASE_UNITS_PER_GPU,
+        7,
+        0,
+        (Lock(amount=5, release_height=100),),
+    )
     vset = state.get_validator_set().validators
     assert [v.address for v in vset] == sorted(v.address for v in vset)
     assert sorted(v.power for v in vset) == [STAKE, STAKE + 1, STAKE + 2]
