@@ -19,6 +19,7 @@ from chain.crypto import SigningKey
 from chain.errors import ChainError
 from chain.keystore import save_keystore
 from chain.types import BASE_UNITS_PER_GPU
+from consensus.params import default_params
 from genesis.document import (
     GenesisError,
     add_account,
@@ -106,7 +107,9 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int) -> Non
     dev = SigningKey.generate()
     _guard(save_key_file, paths.validator_key_file, validator)
     _guard(save_keystore, paths.home / DEV_KEY_NAME, dev, "", scrypt_n=2**14)
-    g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000)
+    # The genesis block-time target matches the devnet's pace, so every duration
+    # derived from it (unbonding, locks, halving) is counted in real blocks.
+    g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000, default_params(block_time_ms))
     g = add_account(g, _bech32(dev), DEVNET_FUNDS, stable=DEVNET_STABLE)
     g = add_validator(g, validator.public_key, DEVNET_POWER, _bech32(validator), "devnet")
     dump_genesis(g, paths.genesis_file)
