@@ -108,6 +108,8 @@ class BlockStore:
 
     def init_genesis(self, mark: GenesisMark, writes: dict[bytes, bytes], head: Head) -> None:
         """Write the genesis state, its mark and the head at height 0 in one batch."""
+        if self.genesis_mark() is not None:
+            raise StoreError("store is already initialised from a genesis; refusing to reset it")
         self._write(
             [(GENESIS_KEY, encode(mark)), (HEAD_KEY, encode(head))],
             writes,

@@ -22,7 +22,7 @@ from chain.records import (
 )
 from chain.state import State
 from chain.store import Head
-from consensus.errors import InvalidTransaction
+from consensus.errors import InvalidSignature, InvalidTransaction, WrongChainId
 from consensus.transition import (
     HEADER_VERSION,
     BlockContext,
@@ -74,7 +74,8 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
             receipts.append(apply_tx(state, stx, ctx, is_verified is not None and is_verified(h)))
         except InvalidTransaction as exc:
             rejected.append((h, str(exc)))
-            stalled.add(sender)
+            if not isinstance(exc, InvalidSignature | WrongChainId):
+                stalled.add(sender)  # only a tx the sender really signed may stall it
             continue
         included.append(stx)
         hashes.append(h)

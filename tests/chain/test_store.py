@@ -389,3 +389,11 @@ def test_state_keys_are_prefixed(path: str, store: BlockStore) -> None:
     for key, value in GENESIS_WRITES.items():
         assert contents[P_STATE + key] == value
         assert key not in contents
+
+
+def test_init_genesis_refuses_an_initialised_store(store: BlockStore) -> None:
+    """Re-initialising would reset the head to height 0 over existing blocks."""
+    commit_block1(store)
+    with pytest.raises(StoreError, match="already initialised"):
+        store.init_genesis(MARK, {}, HEAD0)
+    assert store.head().height == 1

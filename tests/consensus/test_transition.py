@@ -677,3 +677,14 @@ def test_build_block_skips_a_senders_later_txs_after_a_rejection() -> None:
                         [first, later, other])
     assert [tx_hash(stx) for stx in built.block.txs] == [tx_hash(other)]
     assert [h for h, _ in built.rejected] == [tx_hash(first)]
+
+
+def test_a_forged_tx_does_not_stall_the_sender_it_names() -> None:
+    """A bad-signature tx claiming a sender's key and nonce leaves its real tx includable."""
+    writes0, head0 = genesis()
+    forged = bad_signature(transfer(amount=99))
+    real = transfer(amount=10)
+    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+                        [forged, real])
+    assert built.block.txs == (real,)
+    assert [h for h, _ in built.rejected] == [tx_hash(forged)]
