@@ -108,6 +108,7 @@ class BlockStore:
 
     def init_genesis(self, mark: GenesisMark, writes: dict[bytes, bytes], head: Head) -> None:
         """Write the genesis state, its mark and the head at height 0 in one batch."""
+        self._check_writable()
         if self.genesis_mark() is not None:
             raise StoreError("store is already initialised from a genesis; refusing to reset it")
         self._write(
@@ -134,9 +135,12 @@ class BlockStore:
         items.extend((P_TX + h, encode(loc)) for h, loc in locations)
         self._write(items, writes)
 
-    def _write(self, items: list[tuple[bytes, bytes]], writes: dict[bytes, bytes]) -> None:
+    def _check_writable(self) -> None:
         if self._failed is not None:
             raise StoreError(f"store is stopped after an earlier write failure: {self._failed}")
+
+    def _write(self, items: list[tuple[bytes, bytes]], writes: dict[bytes, bytes]) -> None:
+        self._check_writable()
         try:
             with self._db.write_batch(transaction=True, sync=True) as batch:
                 for key, value in items:
