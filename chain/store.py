@@ -151,8 +151,9 @@ class BlockStore:
                     else:
                         batch.delete(P_STATE + key)
         except (plyvel.Error, RuntimeError) as exc:  # RuntimeError: the DB is closed
-            self._failed = str(exc)
-            raise StoreError(f"block store write failed, nothing was committed: {exc}") from exc
+            self._failed = _describe(exc)
+            raise StoreError(
+                f"block store write failed, nothing was committed: {_describe(exc)}") from exc
 
     # --- helpers -----------------------------------------------------------
 
@@ -160,7 +161,7 @@ class BlockStore:
         try:
             return self._db.get(key)
         except (plyvel.Error, RuntimeError) as exc:  # RuntimeError: the DB is closed
-            raise StoreError(f"block store read failed: {exc}") from exc
+            raise StoreError(f"block store read failed: {_describe(exc)}") from exc
 
     def _get_record(self, key: bytes, cls: type) -> Record | None:
         raw = self._get(key)
@@ -170,3 +171,9 @@ class BlockStore:
             return decode(cls, raw)
         except DecodeError as exc:
             raise StoreCorrupted(f"store entry {key[:40]!r} is corrupt: {exc}") from exc
+
+
+def _describe(exc: Exception) -> str:
+    """plyvel puts LevelDB's status in bytes; show it as text."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
