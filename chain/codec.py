@@ -122,7 +122,9 @@ def decode(cls: type[R], data: bytes) -> R:
         raise DecodeError(f"{cls.__name__}: {len(data)} bytes exceeds {MAX_ENCODED_LEN}")
     obj = _unpack(cls.__name__, data)
     value = _codec_of(cls)[1](obj, cls.__name__)
-    if encode(value) != data:
+    # The decoder admitted only ints, bytes and arrays, exactly as `encode` emits them,
+    # so re-packing the raw tree (in C) reproduces `encode(value)` byte for byte.
+    if msgpack.packb(obj, use_bin_type=True) != data:
         path = _non_canonical_path(data, cls) or cls.__name__
         raise DecodeError(f"{path}: non-canonical encoding (not the shortest msgpack form)")
     return value
