@@ -16,6 +16,7 @@ from chain.errors import ChainError
 from chain.records import DENOMS, RECEIPT_OK, Block, Receipt, SignedTx, block_hash, tx_hash
 from chain.signing import sender_address
 from chain.state import State
+from chain.types import UINT64_MAX
 from consensus.transition import spendable_gpu
 from node.rpc.errors import InvalidParams, NotFound, TxRejected
 from node.rpc.server import RpcLimits, RpcServer
@@ -143,9 +144,9 @@ class NodeApi:
         """The block at a height ("latest" for the head), with tx hashes or full txs."""
         if height == "latest":
             height = self.node.head.height
-        if type(height) is not int or height < 0:
-            raise InvalidParams(f"height must be a non-negative integer or 'latest', got "
-                                f"{height!r}")
+        if type(height) is not int or not 0 <= height <= UINT64_MAX:
+            raise InvalidParams(f"height must be an integer from 0 to 2^64-1 or 'latest', got "
+                                f"{height!r:.40}")
         return self._block(height, _bool(full))
 
     def get_block_by_hash(self, block_hash_hex: str, full: bool = False) -> dict[str, Any]:
