@@ -13,6 +13,7 @@ the node stops instead of half-committing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from chain.records import Block, Commit, TxLocation, block_hash
 
 P_BLOCK, P_HASH, P_COMMIT, P_TX, P_STATE, P_META = b"B", b"H", b"C", b"T", b"S", b"M"
 HEAD_KEY = P_META + b"head"
+RECENT_BLOCKS_CACHED = 16
 GENESIS_KEY = P_META + b"genesis"
 
 
@@ -59,6 +61,9 @@ class BlockStore:
         except plyvel.Error as exc:
             raise StoreError(f"cannot open store at {path}: {exc}") from exc
         self._failed: str | None = None
+        # Committed blocks never change (finality is instant), so decoded recent
+        # blocks can be served from memory: wallets poll txs of the newest blocks.
+        self._recent_blocks: OrderedDict[int, Block] = OrderedDict()
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -81,7 +86,17 @@ class BlockStore:
 
     def get_block(self, height: int) -> Block | None:
         """The block at `height`, or None."""
-        return self._get_record(P_BLOCK + _h(height), Block)
+        block = self._recent_blocks.get(height)
+        if block is None:
+            block = self._get_record(P_BLOCK + _h(height), Block)
+            if block is not None:
+                self._remember_block(height, block)
+        return block
+
+    def _remember_block(self, height: int, block: Block) -> None:
+        self._recent_blocks[height] = block
+        while len(self._recent_blocks) > RECENT_BLOCKS_CACHED:
+            self._recent_blocks.popitem(last=False)
 
     def get_block_raw(self, height: int) -> bytes | None:
         """The encoded block at `height`, or None."""
@@ -134,6 +149,7 @@ class BlockStore:
         ]
         items.extend((P_TX + h, encode(loc)) for h, loc in locations)
         self._write(items, writes)
+        self._remember_block(block.header.height, block)
 
     def _check_writable(self) -> None:
         if self._failed is not None:

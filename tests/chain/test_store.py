@@ -311,6 +311,7 @@ def test_an_exception_inside_the_batch_writes_nothing(path: str, store: BlockSto
 def test_a_failed_read_is_a_store_error(store: BlockStore) -> None:
     commit_block1(store)
     store._db = FailingDB(store._db, fail_reads=True)
+    store._recent_blocks.clear()  # make get_block reach the database
     for read in (lambda: store.head(), lambda: store.get_block(1),
                  lambda: store.get_state(b"v"), lambda: store.get_height_by_hash(bytes(32))):
         with pytest.raises(StoreError, match="read failed"):
@@ -397,3 +398,15 @@ def test_init_genesis_refuses_an_initialised_store(store: BlockStore) -> None:
     with pytest.raises(StoreError, match="already initialised"):
         store.init_genesis(MARK, {}, HEAD0)
     assert store.head().height == 1
+
+
+def test_recent_blocks_are_served_unchanged(path: str, store: BlockStore) -> None:
+    """The decoded-block cache returns what the database holds."""
+    commit_block1(store)
+    cached = store.get_block(1)
+    store.close()
+    reopened = BlockStore(path)
+    try:
+        assert reopened.get_block(1) == cached
+    finally:
+        reopened.close()
