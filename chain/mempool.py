@@ -102,6 +102,14 @@ class PendingTx:
         """Encoded size in bytes."""
         return len(self.raw)
 
+    @classmethod
+    def of(cls, stx: SignedTx) -> PendingTx:
+        """The pending form of a signed tx (encodes and hashes it once)."""
+        raw = codec.encode(stx)
+        return cls(hash=sha256(raw), raw=raw, stx=stx,
+                   sender=address_from_public_key(stx.tx.sender), nonce=stx.tx.nonce,
+                   fee=stx.tx.fee)
+
 
 class _Queue:
     """One sender's pending txs by nonce, and the committed account they build on."""

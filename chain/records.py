@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgpack
+
 from chain.codec import (
     ADDRESS,
     HASH,
@@ -25,6 +27,8 @@ from chain.codec import (
 )
 from chain.hashing import merkle_root, sha256
 from chain.types import Hash32
+
+_array_header = msgpack.Packer().pack_array_header
 
 CHAIN_ID = Bytes(1, 64)
 DENOM_GPU = 0
@@ -248,6 +252,20 @@ def header_hash(header: Header) -> Hash32:
 def tx_root(txs: tuple[SignedTx, ...]) -> Hash32:
     """Merkle root over the encoded txs of a block."""
     return merkle_root([encode(stx) for stx in txs])
+
+
+def encode_block(block: Block, tx_raws: tuple[bytes, ...]) -> bytes:
+    """`encode(block)`, reusing the txs' canonical encodings instead of redoing them.
+
+    `tx_raws[i]` must be `encode(block.txs[i])` (the mempool keeps exactly that).
+    """
+    if len(tx_raws) != len(block.txs):
+        raise ValueError(f"{len(tx_raws)} encodings for {len(block.txs)} txs")
+    return b"".join((
+        _array_header(4), encode(block.header), _array_header(len(tx_raws)), *tx_raws,
+        _array_header(len(block.evidence)), *(encode(e) for e in block.evidence),
+        encode(block.last_commit),
+    ))
 
 
 def results_root(receipts: list[Receipt]) -> Hash32:

@@ -97,6 +97,10 @@ class State:
 
     # --- results ------------------------------------------------------------
 
+    def changed(self) -> dict[bytes, Any]:
+        """Changed keys and their new records (None: deleted), undecoded-free."""
+        return dict(self._dirty)
+
     def write_set(self) -> dict[bytes, bytes]:
         """Encoded changes: key → canonical bytes, b"" for a deletion."""
         return {k: b"" if v is None else encode(v) for k, v in self._dirty.items()}

@@ -138,11 +138,16 @@ class BlockStore:
         locations: Iterable[tuple[bytes, TxLocation]],
         writes: dict[bytes, bytes],
         head: Head,
+        block_bytes: bytes | None = None,
     ) -> None:
-        """Commit a block atomically: block, commit, indexes, state writes and head."""
+        """Commit a block atomically: block, commit, indexes, state writes and head.
+
+        `block_bytes`, when given, must be `encode(block)` (a caller that assembled
+        it from already-encoded txs saves re-encoding them).
+        """
         height = _h(block.header.height)
         items = [
-            (P_BLOCK + height, encode(block)),
+            (P_BLOCK + height, block_bytes if block_bytes is not None else encode(block)),
             (P_HASH + block_hash(block), height),
             (P_COMMIT + height, encode(commit)),
             (HEAD_KEY, encode(head)),

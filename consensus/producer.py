@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from chain.hashing import merkle_root
+from chain.mempool import PendingTx
 from chain.records import (
     Block,
     Commit,
@@ -16,8 +18,6 @@ from chain.records import (
     SignedTx,
     commit_hash,
     evidence_root,
-    tx_hash,
-    tx_root,
     validator_set_hash,
 )
 from chain.state import State
@@ -36,11 +36,16 @@ from consensus.transition import (
 
 @dataclass(frozen=True, slots=True)
 class BuiltBlock:
-    """A proposed block, the result of applying it, and the candidates left out."""
+    """A proposed block, the result of applying it, and the candidates left out.
+
+    `tx_raws` are the canonical encodings of `block.txs`, for `encode_block`.
+    """
 
     block: Block
     result: BlockResult
     rejected: tuple[tuple[bytes, str], ...]
+    tx_raws: tuple[bytes, ...]
+    rejected_senders: frozenset[bytes]
 
 
 def next_block_time(head: Head, now_ms: int) -> int:
@@ -49,13 +54,15 @@ def next_block_time(head: Head, now_ms: int) -> int:
 
 
 def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer: bytes,
-                time_ms: int, last_commit: Commit, candidates: Iterable[SignedTx],
+                time_ms: int, last_commit: Commit,
+                candidates: Iterable[SignedTx | PendingTx],
                 is_verified: IsVerified | None = None) -> BuiltBlock:
     """Build and apply the next block on `head` from `candidates`, in order.
 
     A candidate that is invalid in the state so far is left out and reported in
     `rejected`; the same sender's later candidates are skipped (not rejected),
-    since their nonces now follow a gap.
+    since their nonces now follow a gap. Candidates may come from the mempool
+    (`PendingTx`, whose encoding and hash are reused) or be plain signed txs.
     """
     vset = state.get_validator_set()
     validator = find_validator(vset, proposer)
@@ -63,31 +70,35 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
         raise ValueError(f"{proposer.hex()} is not in the validator set")
     ctx = BlockContext(chain_id=chain_id, height=head.height + 1,
                        fee_recipient=validator.operator, min_fee=min_fee)
-    included, receipts, hashes, rejected = [], [], [], []
+    included: list[PendingTx] = []
+    receipts, rejected = [], []
     stalled: set[bytes] = set()  # senders whose earlier tx was rejected: later nonces wait
-    for stx in candidates:
-        sender = stx.tx.sender
-        if sender in stalled:
+    rejected_senders: set[bytes] = set()
+    for candidate in candidates:
+        pending = candidate if isinstance(candidate, PendingTx) else PendingTx.of(candidate)
+        if pending.sender in stalled:
             continue
-        h = tx_hash(stx)
+        verified = is_verified is not None and is_verified(pending.hash)
         try:
-            receipts.append(apply_tx(state, stx, ctx, is_verified is not None and is_verified(h)))
+            receipts.append(apply_tx(state, pending.stx, ctx, verified, pending.sender))
         except InvalidTransaction as exc:
-            rejected.append((h, str(exc)))
+            rejected.append((pending.hash, str(exc)))
+            rejected_senders.add(pending.sender)
             if not isinstance(exc, InvalidSignature | WrongChainId):
-                stalled.add(sender)  # only a tx the sender really signed may stall it
+                stalled.add(pending.sender)  # only a tx the sender really signed may stall it
             continue
-        included.append(stx)
-        hashes.append(h)
-    txs = tuple(included)
+        included.append(pending)
+    txs = tuple(p.stx for p in included)
+    raws = tuple(p.raw for p in included)
     vset_hash = validator_set_hash(vset)
     header = Header(
         version=HEADER_VERSION, chain_id=chain_id.encode(), height=head.height + 1,
         time_ms=time_ms, prev_hash=head.block_hash, last_commit_hash=commit_hash(last_commit),
-        tx_root=tx_root(txs), app_hash=head.app_hash, results_hash=head.results_hash,
-        validators_hash=vset_hash, next_validators_hash=vset_hash,
-        evidence_hash=evidence_root(()), proposer=proposer,
+        tx_root=merkle_root(list(raws)), app_hash=head.app_hash,
+        results_hash=head.results_hash, validators_hash=vset_hash,
+        next_validators_hash=vset_hash, evidence_hash=evidence_root(()), proposer=proposer,
     )
     block = Block(header=header, txs=txs, evidence=(), last_commit=last_commit)
-    return BuiltBlock(block=block, result=finish_block(state, head, receipts, hashes),
-                      rejected=tuple(rejected))
+    result = finish_block(state, head, receipts, [p.hash for p in included])
+    return BuiltBlock(block=block, result=result, rejected=tuple(rejected), tx_raws=raws,
+                      rejected_senders=frozenset(rejected_senders))

@@ -15,7 +15,6 @@ from chain.codec import decode
 from chain.errors import ChainError
 from chain.records import DENOMS, RECEIPT_OK, Block, Receipt, SignedTx, block_hash, tx_hash
 from chain.signing import sender_address
-from chain.state import State
 from chain.types import UINT64_MAX
 from consensus.transition import spendable_gpu
 from node.rpc.errors import InvalidParams, NotFound, TxRejected
@@ -91,7 +90,7 @@ class NodeApi:
     def get_account(self, address: str) -> dict[str, Any]:
         """Committed balances, nonce, locks, and the nonce after pending txs."""
         addr = _address(address)
-        account = State(self.node.store.get_state).get_account(addr)
+        account = self.node.committed_account(addr)
         return {
             "address": encode_address(addr),
             "gpu": str(account.gpu),

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 from chain.address import address_from_public_key, encode_address
 from chain.crypto import SignatureVerifier, SigningKey
 from chain.errors import StoreError
-from chain.mempool import Mempool, MempoolLimits
+from chain.mempool import Mempool, MempoolLimits, PendingTx
 from chain.records import (
+    EMPTY_ACCOUNT,
     Account,
     Block,
     Commit,
-    SignedTx,
     TxLocation,
     block_hash,
+    encode_block,
 )
 from chain.signing import sender_address
-from chain.state import State
+from chain.state import ACCOUNT_PREFIX, State
 from chain.store import BlockStore, Head
 from consensus.commit import EMPTY_COMMIT, sign_commit
 from consensus.producer import BuiltBlock, build_block, next_block_time
@@ -40,6 +41,7 @@ from node.rpc.server import RpcLimits, RpcServer
 
 log = logging.getLogger("gannet.node")
 MAX_REJECTED_REMEMBERED = 10_000
+ACCOUNTS_CACHED = 200_000
 
 
 class NodeError(Exception):
@@ -54,6 +56,7 @@ class CommittedBlock:
     block_hash: bytes
     head: Head
     tx_hashes: tuple[bytes, ...]
+    changed: dict[bytes, object]
 
 
 class Node:
@@ -77,6 +80,9 @@ class Node:
         self.mempool = Mempool(self.chain_id, self.committed_account, self.verifier,
                                mempool_limits(config), min_fee=self.min_fee)
         self.rejected: OrderedDict[bytes, str] = OrderedDict()
+        # Committed accounts by address; only the event-loop thread touches it, and
+        # `_after_commit` refreshes what each block changed before anything reads it.
+        self._accounts: OrderedDict[bytes, Account] = OrderedDict()
         self.rpc: RpcServer | None = None
         self._stop = asyncio.Event()
         self._listeners: list = []
@@ -84,8 +90,14 @@ class Node:
     # --- reads used by RPC and the mempool ------------------------------------
 
     def committed_account(self, address: bytes) -> Account:
-        """The committed account at `address`."""
-        return State(self.store.get_state).get_account(address)
+        """The committed account at `address` (served from a bounded cache)."""
+        account = self._accounts.get(address)
+        if account is None:
+            account = State(self.store.get_state).get_account(address)
+            self._accounts[address] = account
+            if len(self._accounts) > ACCOUNTS_CACHED:
+                self._accounts.popitem(last=False)
+        return account
 
     def remember_rejected(self, tx_hash_: bytes, reason: str) -> None:
         """Keep the reason a tx was dropped, for `gannet_getTransaction` (bounded)."""
@@ -147,7 +159,7 @@ class Node:
     async def produce_block(self) -> CommittedBlock:
         """Build, sign and commit the next block from the mempool."""
         limit = min(self.config.consensus.max_block_txs, self.genesis.params.block.max_block_txs)
-        candidates = self.mempool.reap(limit, self.config.mempool.max_bytes)
+        candidates = self.mempool.reap_pending(limit, self.genesis.params.block.max_block_bytes)
         now_ms = time.time_ns() // 1_000_000
         try:
             built, committed = await asyncio.to_thread(self._build_and_commit, candidates, now_ms)
@@ -160,7 +172,7 @@ class Node:
             await listener(committed)
         return committed
 
-    def _build_and_commit(self, candidates: list[SignedTx],
+    def _build_and_commit(self, candidates: list[PendingTx],
                           now_ms: int) -> tuple[BuiltBlock, CommittedBlock]:
         head = self.head
         state = State(self.store.get_state)
@@ -179,25 +191,24 @@ class Node:
                                                     strict=True))]
         new_head = Head(height=height, block_hash=bh, time_ms=block.header.time_ms,
                         app_hash=result.app_hash, results_hash=result.results_hash)
-        self.store.commit_block(block, commit, locations, result.writes, new_head)
+        self.store.commit_block(block, commit, locations, result.writes, new_head,
+                                block_bytes=encode_block(block, built.tx_raws))
         self.head, self.last_commit = new_head, commit
-        return built, CommittedBlock(block, bh, new_head, result.tx_hashes)
+        return built, CommittedBlock(block, bh, new_head, result.tx_hashes, state.changed())
 
     def _after_commit(self, built: BuiltBlock, committed: CommittedBlock) -> None:
+        for key, record in committed.changed.items():
+            if key.startswith(ACCOUNT_PREFIX):
+                self._accounts[key[len(ACCOUNT_PREFIX):]] = record or EMPTY_ACCOUNT
         for h, reason in built.rejected:
             self.remember_rejected(h, reason)
-        senders = {sender_address(stx) for stx in committed.block.txs}
-        senders.update(sender_address(stx) for stx in _rejected_txs(self.mempool, built))
+        senders = set(built.rejected_senders)
+        senders.update(sender_address(stx) for stx in committed.block.txs)
         dropped = [h for h, _ in built.rejected]
         self.mempool.update_after_block(list(committed.tx_hashes) + dropped, senders)
         log.info("committed block height=%d txs=%d rejected=%d hash=%s app_hash=%s",
                  committed.head.height, len(committed.tx_hashes), len(built.rejected),
                  committed.block_hash.hex()[:16], committed.head.app_hash.hex()[:16])
-
-
-def _rejected_txs(mempool: Mempool, built: BuiltBlock) -> list[SignedTx]:
-    found = (mempool.get(h) for h, _ in built.rejected)
-    return [stx for stx in found if stx is not None]
 
 
 def open_store(paths: HomePaths, genesis: Genesis) -> BlockStore:
