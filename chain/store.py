@@ -26,6 +26,7 @@ from chain.records import Block, Commit, TxLocation, block_hash
 P_BLOCK, P_HASH, P_COMMIT, P_TX, P_STATE, P_META = b"B", b"H", b"C", b"T", b"S", b"M"
 HEAD_KEY = P_META + b"head"
 RECENT_BLOCKS_CACHED = 16
+DEFAULT_CACHE_BYTES = 64 << 20
 GENESIS_KEY = P_META + b"genesis"
 
 
@@ -55,9 +56,12 @@ def _h(height: int) -> bytes:
 class BlockStore:
     """LevelDB-backed chain storage; the only writer is `commit_block`."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         try:
-            self._db = plyvel.DB(path, create_if_missing=True, paranoid_checks=True)
+            # Bloom filters spare a disk read for absent keys (new accounts); the
+            # block cache keeps hot accounts decoded-ready in memory.
+            self._db = plyvel.DB(path, create_if_missing=True, paranoid_checks=True,
+                                 lru_cache_size=cache_bytes, bloom_filter_bits=10)
         except plyvel.Error as exc:
             raise StoreError(f"cannot open store at {path}: {exc}") from exc
         self._failed: str | None = None

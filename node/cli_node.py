@@ -120,9 +120,8 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int) -> Non
 
 def _update_devnet_config(paths: HomePaths, rpc_port: int, block_time_ms: int) -> None:
     config = _guard(load_config, paths.config_file)
-    config = NodeConfig(moniker=config.moniker, log_level=config.log_level,
-                        rpc=replace(config.rpc, port=rpc_port), mempool=config.mempool,
-                        consensus=replace(config.consensus, block_time_ms=block_time_ms))
+    config = replace(config, rpc=replace(config.rpc, port=rpc_port),
+                     consensus=replace(config.consensus, block_time_ms=block_time_ms))
     save_config(paths.config_file, config)
 
 

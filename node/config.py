@@ -49,6 +49,13 @@ class MempoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """LevelDB tuning."""
+
+    cache_mb: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusConfig:
     """Local consensus timing (not a network rule)."""
 
@@ -65,6 +72,7 @@ class NodeConfig:
     rpc: RpcConfig = RpcConfig()
     mempool: MempoolConfig = MempoolConfig()
     consensus: ConsensusConfig = ConsensusConfig()
+    store: StoreConfig = StoreConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +98,8 @@ class HomePaths:
         return self.home / "data" / "store"
 
 
-_SECTIONS = {"rpc": RpcConfig, "mempool": MempoolConfig, "consensus": ConsensusConfig}
+_SECTIONS = {"rpc": RpcConfig, "mempool": MempoolConfig, "consensus": ConsensusConfig,
+             "store": StoreConfig}
 
 
 def load_config(path: Path) -> NodeConfig:

@@ -73,7 +73,7 @@ class Node:
         self.validator_address = (
             address_from_public_key(validator_key.public_key) if validator_key else None
         )
-        self.store = open_store(paths, genesis)
+        self.store = open_store(paths, genesis, config.store.cache_mb << 20)
         self.head: Head = self.store.head()
         self.last_commit: Commit = self.store.get_commit(self.head.height) or EMPTY_COMMIT
         self.verifier = SignatureVerifier()
@@ -211,10 +211,10 @@ class Node:
                  committed.block_hash.hex()[:16], committed.head.app_hash.hex()[:16])
 
 
-def open_store(paths: HomePaths, genesis: Genesis) -> BlockStore:
+def open_store(paths: HomePaths, genesis: Genesis, cache_bytes: int) -> BlockStore:
     """Open the store; initialise it from `genesis`, or refuse a different genesis."""
     paths.store_dir.mkdir(parents=True, exist_ok=True)
-    store = BlockStore(str(paths.store_dir))
+    store = BlockStore(str(paths.store_dir), cache_bytes)
     want = genesis_hash(genesis)
     mark = store.genesis_mark()
     if mark is None:

@@ -204,7 +204,7 @@ def start_node(home: Path, workload: Workload, block_txs: int, workers: int) -> 
 PHASES = {
     "verify": "admission: signature verify (verify_many)",
     "admit": "admission: decode, hash, checks, insert",
-    "reap": "reap (Mempool.reap)",
+    "reap": "reap (Mempool.reap_pending)",
     "build": "build_block + block hash + sign_commit",
     "commit": "commit_block (encode + LevelDB, sync)",
     "after": "after commit (update_after_block)",
@@ -274,7 +274,7 @@ def run_pipeline(node: Node, raws: list[bytes], batch: int) -> tuple[Clock, int]
                     raise SystemExit(f"admission refused a valid tx: {result!r}")
             position += batch
         clock.add("admit")
-        candidates = mempool.reap(limit, max_bytes)
+        candidates = mempool.reap_pending(limit, max_bytes)
         clock.add("reap")
         if not candidates:
             raise SystemExit(f"nothing to build on: {len(mempool)} pending, none ready")
