@@ -40,6 +40,7 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -291,6 +292,44 @@ def run_pipeline(node: Node, raws: list[bytes], batch: int) -> tuple[Clock, int]
     return clock, blocks
 
 
+def run_overlapped(node: Node, raws: list[bytes], batch: int) -> tuple[float, int]:
+    """Admit while the previous block builds and commits on a worker thread, as the
+    node does (`produce_block` runs `_build_and_commit` in `asyncio.to_thread` while
+    the event loop keeps admitting RPC txs). Returns (wall seconds, blocks)."""
+    mempool = node.mempool
+    limit = min(node.config.consensus.max_block_txs, node.genesis.params.block.max_block_txs)
+    max_bytes = node.config.mempool.max_bytes
+    ahead = max(limit, mempool.limits.max_txs - batch)  # what may wait while a block builds
+    position = committed = blocks = 0
+    in_flight = None
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as producer:
+        while committed < len(raws):
+            if position < len(raws) and len(mempool) + batch <= ahead:
+                for result in mempool.add_many(raws[position : position + batch]):
+                    if isinstance(result, Exception):
+                        raise SystemExit(f"admission refused a valid tx: {result!r}")
+                position += batch
+                building = in_flight is not None and not in_flight.done()
+                if building or (in_flight is None and len(mempool) < limit):
+                    continue  # keep admitting: a block is building, or too few txs yet
+            if in_flight is not None:
+                built, done = in_flight.result()
+                node._after_commit(built, done)
+                if built.rejected:
+                    raise SystemExit(f"the block left out valid txs: {built.rejected[:3]!r}")
+                committed += len(done.tx_hashes)
+                blocks += 1
+                in_flight = None
+            candidates = mempool.reap_pending(limit, max_bytes)
+            if candidates:
+                in_flight = producer.submit(node._build_and_commit, candidates,
+                                            time.time_ns() // 1_000_000)
+            elif position >= len(raws) and committed < len(raws):
+                raise SystemExit(f"nothing to build on: {len(mempool)} pending, none ready")
+    return time.perf_counter() - started, blocks
+
+
 def check_outcome(node: Node, workload: Workload, blocks: int, min_fee: int) -> None:
     """The store holds every transfer: head height, sender nonces, fees collected."""
     if node.head.height != blocks or len(node.mempool) != 0:
@@ -334,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
             check_outcome(node, workload, blocks, min_fee)
         finally:
             node.close()
+    with tempfile.TemporaryDirectory(prefix="gannet-bench-") as home:
+        note("pipeline, overlapped as in the node ...")
+        node = start_node(Path(home), workload, block_txs, args.workers)
+        try:
+            overlapped_s, overlapped_blocks = run_overlapped(node, workload.raws, args.batch)
+            check_outcome(node, workload, overlapped_blocks, min_fee)
+        finally:
+            node.close()
 
     n = len(workload.raws)
     w = clock.wall
@@ -350,8 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         "verifies_per_s": limit,
         "admission_per_s": n / (w["verify"] + w["admit"]),
         "execution_commit_per_s": n / executed,
-        "transfers_per_s": n / clock.total_wall,
-        "ratio": n / clock.total_wall / limit,
+        "sequential_transfers_per_s": n / clock.total_wall,
+        "sequential_ratio": n / clock.total_wall / limit,
+        "transfers_per_s": n / overlapped_s,
+        "ratio": n / overlapped_s / limit,
         "cpu_us_per_verify": 1e6 * verify_cpu,
         "cpu_us_per_transfer": 1e6 * clock.total_cpu / n,
         "ratio_ceiling": verify_cpu * n / clock.total_cpu,
@@ -398,7 +447,10 @@ def report(f: dict) -> None:
         ("admission/s", f"{f['admission_per_s']:,.0f}", "decode + verify + mempool insert"),
         ("execution+commit/s", f"{f['execution_commit_per_s']:,.0f}",
          "reap + build_block + commit_block + mempool update"),
-        ("end-to-end transfers/s", f"{f['transfers_per_s']:,.0f}", ""),
+        ("sequential transfers/s", f"{f['sequential_transfers_per_s']:,.0f}",
+         f"admit, then build: ratio {f['sequential_ratio']:.3f} (the breakdown below)"),
+        ("end-to-end transfers/s", f"{f['transfers_per_s']:,.0f}",
+         "overlapped as in the node: the next block admits while one builds"),
         ("ratio", f"{ratio:.3f}", f"transfers/s / verifies/s ({verdict} the {GOAL} goal)"),
         ("CPU per verify", f"{f['cpu_us_per_verify']:.1f} us", "all threads, in the limit"),
         ("CPU per transfer", f"{f['cpu_us_per_transfer']:.1f} us",
@@ -415,7 +467,7 @@ def report(f: dict) -> None:
          f"CPU {1e6 * cpu[key] / n:6.1f} us/tx")
         for key, label in [*PHASES.items(), ("total", "total")]
     ]
-    print_table("where the time goes (wall; CPU = all threads)", rows)
+    print_table("where the time goes, sequential run (wall; CPU = all threads)", rows)
     print(f"setup (not timed): {f['setup_s']:.1f} s")
 
 
