@@ -16,7 +16,6 @@ node allocate gigabytes.
 
 import json
 import os
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from chain.address import AddressError, address_from_public_key, decode_address, encode_address
 from chain.crypto import SEED_LEN, SigningKey
 from chain.errors import ChainError
+from chain.files import write_file_atomic
 
 KEYSTORE_VERSION = 1
 DEFAULT_SCRYPT_N = 2**15
@@ -133,7 +133,7 @@ def save_keystore(
     if target.exists() and not overwrite:
         raise KeystoreError(f"keystore {target} already exists")
     doc = encrypt_key(key, password, scrypt_n=scrypt_n, cipher=cipher)
-    _write_atomically(target, json.dumps(doc, indent=2).encode("utf-8") + b"\n")
+    write_file_atomic(target, json.dumps(doc, indent=2).encode("utf-8") + b"\n", 0o600)
     return doc
 
 
@@ -148,32 +148,6 @@ def load_keystore(path: str | os.PathLike[str], password: str) -> SigningKey:
     except json.JSONDecodeError as exc:
         raise KeystoreError(f"keystore {path} is not valid JSON: {exc}") from exc
     return decrypt_key(doc, password)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Replace `target` with `data` via temp file, fsync, rename and folder fsync."""
-    folder = target.parent
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _derive_key(password: str, kdfparams: dict[str, Any]) -> bytes:

@@ -39,7 +39,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from chain.address import AddressError, decode_address, encode_address, parse_address
+from chain.files import write_file_atomic
 from chain.hashing import sha256
 from chain.types import PUBLIC_KEY_LEN, UINT64_MAX, Address, Hash32, PublicKey
 from consensus.params import (
@@ -586,29 +586,9 @@ def dump_genesis(genesis: Genesis, path: str | os.PathLike[str]) -> None:
     target = Path(path)
     data = (json.dumps(genesis_to_json(genesis), indent=2) + "\n").encode("ascii")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_file_atomic(target, data, 0o644)
     except OSError as error:
         raise GenesisError(f"cannot write genesis file {path}: {error.strerror or error}") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- builders -----------------------------------------------------------------

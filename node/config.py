@@ -11,13 +11,14 @@ default.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+from chain.files import write_file_atomic
 
 
 class ConfigError(Exception):
@@ -158,6 +159,4 @@ def config_to_dict(config: NodeConfig) -> dict[str, Any]:
 def save_config(path: Path, config: NodeConfig) -> None:
     """Write `config.toml` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(config_to_dict(config)))
-    os.replace(tmp, path)
+    write_file_atomic(path, tomli_w.dumps(config_to_dict(config)).encode())

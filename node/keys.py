@@ -7,11 +7,11 @@ sign unattended) and readable by its owner only; wallets use `chain.keystore`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from chain.address import address_from_public_key, encode_address
 from chain.crypto import CryptoError, SigningKey
+from chain.files import write_file_atomic
 
 
 class KeyFileError(Exception):
@@ -25,13 +25,7 @@ def save_key_file(path: Path, key: SigningKey) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"address": encode_address(address_from_public_key(key.public_key)),
            "public_key": key.public_key.hex(), "seed": key.seed.hex()}
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomic(path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
 
 
 def load_key_file(path: Path) -> SigningKey:
