@@ -27,6 +27,7 @@ agrees with all 151 Wycheproof EdDSA verify vectors; `tests/chain/test_crypto.py
 derives each verdict from the vector's flags by this rule and checks all 1065.
 """
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -127,12 +128,24 @@ def sign_bytes(chain_id: str, type_tag: bytes, body: bytes) -> Hash32:
     length prefixes make the encoding injective and a signature for one chain
     or record type never verifies for another.
     """
+    if type(chain_id) is str and type(type_tag) is bytes:  # equal keys are equal values
+        domain = _cached_signing_domain(chain_id, type_tag)
+    else:
+        domain = _signing_domain(chain_id, type_tag)
+    if type(body) is not bytes and not isinstance(body, bytes | bytearray):
+        raise CryptoError(f"body must be bytes, got {type(body).__name__}")
+    return Hash32(hashlib.sha256(domain + body).digest())
+
+
+def _signing_domain(chain_id: str, type_tag: bytes) -> bytes:
+    """u8 len(chain_id) || chain_id utf-8 || u8 len(type_tag) || type_tag, both validated."""
     chain = _validated_chain_id(chain_id)
     tag = _validated_type_tag(type_tag)
-    if not isinstance(body, bytes | bytearray):
-        raise CryptoError(f"body must be bytes, got {type(body).__name__}")
-    preimage = bytes([len(chain)]) + chain + bytes([len(tag)]) + tag + bytes(body)
-    return Hash32(hashlib.sha256(preimage).digest())
+    return bytes([len(chain)]) + chain + bytes([len(tag)]) + tag
+
+
+# A node signs and verifies under one chain id and a handful of type tags.
+_cached_signing_domain = functools.lru_cache(maxsize=64)(_signing_domain)
 
 
 def _validated_chain_id(chain_id: str) -> bytes:

@@ -6,6 +6,7 @@ from chain.types import ZERO_HASH, Hash32
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
+_sha256 = hashlib.sha256
 
 
 def sha256(data: bytes) -> Hash32:
@@ -21,14 +22,15 @@ def merkle_root(leaves: list[bytes]) -> Hash32:
     """
     if not leaves:
         return ZERO_HASH
-    level = [sha256(_LEAF + leaf) for leaf in leaves]
-    return _root_of_hashes(level)
-
-
-def _root_of_hashes(hashes: list[Hash32]) -> Hash32:
-    if len(hashes) == 1:
-        return hashes[0]
-    split = 1 << ((len(hashes) - 1).bit_length() - 1)
-    left = _root_of_hashes(hashes[:split])
-    right = _root_of_hashes(hashes[split:])
-    return sha256(_NODE + left + right)
+    level = [_sha256(_LEAF + leaf).digest() for leaf in leaves]
+    # Bottom-up, pairing neighbours and carrying an odd last node up unchanged. This
+    # builds the same tree as splitting at the largest power of two: the left part of
+    # each split is a perfect tree of even width, so no pair ever straddles a split.
+    while len(level) > 1:
+        nodes = iter(level)
+        pairs = zip(nodes, nodes, strict=False)  # (0, 1), (2, 3), ...; an odd last is left
+        upper = [_sha256(_NODE + left + right).digest() for left, right in pairs]
+        if len(level) % 2:
+            upper.append(level[-1])
+        level = upper
+    return Hash32(level[0])
