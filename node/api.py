@@ -103,11 +103,11 @@ class NodeApi:
                       for lk in account.locks],
         }
 
-    def send_raw_transaction(self, raw: str) -> str:
+    async def send_raw_transaction(self, raw: str) -> str:
         """Admit a hex-encoded signed tx to the mempool; its hash, or why not."""
         data = _bytes_param(raw, "raw transaction", MAX_TX_HEX_CHARS)
         try:
-            h = self.node.mempool.add(data)
+            h = await self.node.admission.submit(data)
         except ChainError as exc:
             self._remember_if_decodable(data, str(exc))
             raise TxRejected(str(exc)) from exc

@@ -36,6 +36,7 @@ from consensus.commit import EMPTY_COMMIT, sign_commit
 from consensus.producer import BuiltBlock, build_block, next_block_time
 from genesis.document import Genesis, genesis_hash
 from genesis.state import genesis_head, genesis_writes
+from node.admission import TxAdmission
 from node.config import HomePaths, NodeConfig
 from node.rpc.server import RpcLimits, RpcServer
 
@@ -79,6 +80,7 @@ class Node:
         self.verifier = SignatureVerifier()
         self.mempool = Mempool(self.chain_id, self.committed_account, self.verifier,
                                mempool_limits(config), min_fee=self.min_fee)
+        self.admission = TxAdmission(self.mempool)
         self.rejected: OrderedDict[bytes, str] = OrderedDict()
         # Committed accounts by address; only the event-loop thread touches it, and
         # `_after_commit` refreshes what each block changed before anything reads it.
