@@ -26,12 +26,10 @@ from chain.address import AddressError, encode_address, parse_address
 from chain.types import UINT64_MAX
 from consensus.params import ParamsError, default_params, from_json
 from genesis.document import (
-    VESTING_SCHEDULES,
     Genesis,
     GenesisError,
     add_account,
     add_validator,
-    compute_genesis_vesting,
     dump_genesis,
     genesis_from_json,
     genesis_hash,
@@ -41,6 +39,7 @@ from genesis.document import (
     set_stable_issuer,
     validate_genesis_json,
 )
+from genesis.vesting import VESTING_SCHEDULES, compute_genesis_vesting
 from node.amounts import format_gpu, parse_amount
 from node.config import HomePaths
 from node.keys import KeyFileError, load_key_file

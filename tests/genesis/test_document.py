@@ -18,7 +18,6 @@ from chain.types import UINT64_MAX
 from consensus.params import GPU, NetworkParams, Ratio, default_params
 from genesis.document import (
     MAX_LOCKS_PER_ACCOUNT,
-    VESTING_TRANCHES,
     Genesis,
     GenesisAccount,
     GenesisError,
@@ -28,8 +27,6 @@ from genesis.document import (
     add_account,
     add_validator,
     canonical_genesis_bytes,
-    compute_genesis_vesting,
-    compute_vesting_locks,
     dump_genesis,
     genesis_from_json,
     genesis_hash,
@@ -41,6 +38,7 @@ from genesis.document import (
     validate_genesis,
     validate_genesis_json,
 )
+from genesis.vesting import VESTING_TRANCHES, compute_genesis_vesting, compute_vesting_locks
 
 MIN_STAKE = NetworkParams().staking.min_validator_stake
 
