@@ -674,7 +674,7 @@ def _record_from_json(
 ) -> T | None:
     """A params record from a JSON object; None (after reporting) when it cannot be built."""
     if not isinstance(doc, dict):
-        problems.append((path, f"expected an object, got {_json_type(doc)}"))
+        problems.append((path, f"expected an object, got {describe_json_value(doc)}"))
         return default
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -711,7 +711,7 @@ def _value_from_json(
     if hint is int:
         if _is_int(doc):
             return doc
-        problems.append((path, f"expected an integer, got {_json_type(doc)}"))
+        problems.append((path, f"expected an integer, got {describe_json_value(doc)}"))
         return default
     if typing.get_origin(hint) is tuple:
         return _tuple_from_json(typing.get_args(hint)[0], doc, path, problems, default)
@@ -723,7 +723,7 @@ def _tuple_from_json(
 ) -> Any:
     """A tuple of records from a JSON list; the default if any entry is malformed."""
     if not isinstance(doc, list):
-        problems.append((path, f"expected a list, got {_json_type(doc)}"))
+        problems.append((path, f"expected a list, got {describe_json_value(doc)}"))
         return default
     entries = [
         _record_from_json(item, entry, f"{path}[{index}]", problems, None)
@@ -746,8 +746,8 @@ def _uint_problem(value: Any) -> str | None:
     return None
 
 
-def _json_type(value: Any) -> str:
-    """The JSON type of a decoded value, with the value when it is a scalar, for messages."""
+def describe_json_value(value: Any) -> str:
+    """The JSON type of a decoded value, with the value when it is a short scalar."""
     names = {
         bool: "boolean",
         int: "integer",
@@ -758,7 +758,7 @@ def _json_type(value: Any) -> str:
         type(None): "null",
     }
     name = names.get(type(value), type(value).__name__)
-    if isinstance(value, bool | float):
+    if isinstance(value, bool | float) or (isinstance(value, str) and len(value) <= 48):
         return f"{name} {json.dumps(value)}"
     return name
 

@@ -53,6 +53,7 @@ from chain.types import PUBLIC_KEY_LEN, UINT64_MAX, Address, Hash32, PublicKey
 from consensus.params import (
     NetworkParams,
     compute_allocation_amount,
+    describe_json_value,
     parse_params_json,
     to_json,
 )
@@ -213,7 +214,7 @@ def _genesis_from_json(
     """The Genesis (None if any problem) and every problem, sorted by path."""
     out: list[Problem] = []
     if not isinstance(doc, dict):
-        return None, [Problem(ROOT, f"expected a JSON object, got {_json_type(doc)}")]
+        return None, [Problem(ROOT, f"expected a JSON object, got {describe_json_value(doc)}")]
     top = _fields_of(doc, "", _TOP_KEYS, out)
     chain_id = _chain_id_from_json(top.get("chain_id", _BAD), out)
     genesis_time_ms = _uint_from_json(top.get("genesis_time_ms", _BAD), "genesis_time_ms", out)
@@ -269,7 +270,7 @@ def _chain_id_from_json(value: Any, out: list[Problem]) -> Any:
     if value is _BAD:
         return _BAD
     if not isinstance(value, str):
-        out.append(Problem("chain_id", f"expected a string, got {_json_type(value)}"))
+        out.append(Problem("chain_id", f"expected a string, got {describe_json_value(value)}"))
         return _BAD
     if not CHAIN_ID_RE.fullmatch(value):
         out.append(
@@ -291,7 +292,7 @@ def _uint_from_json(
     if value is _BAD:
         return _BAD
     if not isinstance(value, int) or isinstance(value, bool):
-        out.append(Problem(path, f"expected an integer, got {_json_type(value)}"))
+        out.append(Problem(path, f"expected an integer, got {describe_json_value(value)}"))
         return _BAD
     if value < minimum:
         what = "negative" if value < 0 else "too small"
@@ -308,7 +309,8 @@ def _address_from_json(value: Any, path: str, out: list[Problem]) -> Any:
     if value is _BAD:
         return _BAD
     if not isinstance(value, str):
-        out.append(Problem(path, f"expected a bech32 address string, got {_json_type(value)}"))
+        got = describe_json_value(value)
+        out.append(Problem(path, f"expected a bech32 address string, got {got}"))
         return _BAD
     try:
         return decode_address(value)
@@ -328,7 +330,7 @@ def _list_from_json(
     if value is _BAD:
         return []
     if not isinstance(value, list):
-        out.append(Problem(path, f"expected a list, got {_json_type(value)}"))
+        out.append(Problem(path, f"expected a list, got {describe_json_value(value)}"))
         return []
     parsed = [(index, parse_item(item, f"{path}[{index}]")) for index, item in enumerate(value)]
     return [(index, record) for index, record in parsed if record is not _BAD]
@@ -337,7 +339,7 @@ def _list_from_json(
 def _account_from_json(doc: Any, path: str, initial_height: int, out: list[Problem]) -> Any:
     """A GenesisAccount, or _BAD after reporting every problem of the entry."""
     if not isinstance(doc, dict):
-        out.append(Problem(path, f"expected an object, got {_json_type(doc)}"))
+        out.append(Problem(path, f"expected an object, got {describe_json_value(doc)}"))
         return _BAD
     before = len(out)
     fields = _fields_of(doc, path, _ACCOUNT_KEYS, out)
@@ -357,7 +359,7 @@ def _account_from_json(doc: Any, path: str, initial_height: int, out: list[Probl
 def _locks_from_json(value: Any, path: str, initial_height: int, out: list[Problem]) -> Any:
     """The account's locks, or _BAD after reporting their problems."""
     if not isinstance(value, list):
-        out.append(Problem(path, f"expected a list, got {_json_type(value)}"))
+        out.append(Problem(path, f"expected a list, got {describe_json_value(value)}"))
         return _BAD
     if len(value) > MAX_LOCKS_PER_ACCOUNT:
         out.append(Problem(path, f"at most {MAX_LOCKS_PER_ACCOUNT} locks, got {len(value)}"))
@@ -367,7 +369,7 @@ def _locks_from_json(value: Any, path: str, initial_height: int, out: list[Probl
     for index, item in enumerate(value):
         lock_path = f"{path}[{index}]"
         if not isinstance(item, dict):
-            out.append(Problem(lock_path, f"expected an object, got {_json_type(item)}"))
+            out.append(Problem(lock_path, f"expected an object, got {describe_json_value(item)}"))
             continue
         fields = _fields_of(item, lock_path, _LOCK_KEYS, out)
         amount = _uint_from_json(fields["amount"], f"{lock_path}.amount", out, 1)
@@ -385,7 +387,7 @@ def _locks_from_json(value: Any, path: str, initial_height: int, out: list[Probl
 def _validator_from_json(doc: Any, path: str, min_stake: int, out: list[Problem]) -> Any:
     """A GenesisValidator, or _BAD after reporting every problem of the entry."""
     if not isinstance(doc, dict):
-        out.append(Problem(path, f"expected an object, got {_json_type(doc)}"))
+        out.append(Problem(path, f"expected an object, got {describe_json_value(doc)}"))
         return _BAD
     before = len(out)
     fields = _fields_of(doc, path, _VALIDATOR_KEYS, out)
@@ -410,7 +412,7 @@ def _validator_from_json(doc: Any, path: str, min_stake: int, out: list[Problem]
 
 def _name_from_json(value: Any, path: str, out: list[Problem]) -> Any:
     if not isinstance(value, str):
-        out.append(Problem(path, f"expected a string, got {_json_type(value)}"))
+        out.append(Problem(path, f"expected a string, got {describe_json_value(value)}"))
         return _BAD
     if len(value) > MAX_VALIDATOR_NAME_LEN or not value.isprintable():
         out.append(Problem(path, f"must be at most {MAX_VALIDATOR_NAME_LEN} printable characters"))
@@ -423,7 +425,7 @@ def _public_key_from_json(value: Any, path: str, out: list[Problem]) -> Any:
     if value is _BAD:
         return _BAD
     if not isinstance(value, str) or not _HEX_KEY_RE.fullmatch(value):
-        got = f"{len(value)} characters" if isinstance(value, str) else _json_type(value)
+        got = f"{len(value)} characters" if isinstance(value, str) else describe_json_value(value)
         out.append(Problem(path, f"expected {2 * PUBLIC_KEY_LEN} hex digits, got {got}"))
         return _BAD
     key = bytes.fromhex(value)
@@ -737,23 +739,6 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _json_type(value: Any) -> str:
-    """The JSON type of a decoded value, with the value when it is a short scalar."""
-    names = {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "object",
-        type(None): "null",
-    }
-    name = names.get(type(value), type(value).__name__)
-    if isinstance(value, bool | float) or (isinstance(value, str) and len(value) <= 48):
-        return f"{name} {json.dumps(value)}"
-    return name
 
 
 def _join(path: str, key: str) -> str:
