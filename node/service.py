@@ -124,6 +124,9 @@ class Node:
             if self.is_producer():
                 await self._produce_until_stopped()
             else:
+                log.warning("not producing blocks: this node does not hold the key of a "
+                            "sole validator (multi-validator consensus is not built yet); "
+                            "serving RPC at height=%d", self.head.height)
                 await self._stop.wait()
         finally:
             await self.rpc.stop()
