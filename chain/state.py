@@ -98,7 +98,7 @@ class State:
     # --- results ------------------------------------------------------------
 
     def changed(self) -> dict[bytes, Any]:
-        """Changed keys and their new records (None: deleted), undecoded-free."""
+        """Changed keys and their new records (None: deleted), already decoded."""
         return dict(self._dirty)
 
     def write_set(self) -> dict[bytes, bytes]:

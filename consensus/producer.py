@@ -38,14 +38,16 @@ from consensus.transition import (
 class BuiltBlock:
     """A proposed block, the result of applying it, and the candidates left out.
 
-    `tx_raws` are the canonical encodings of `block.txs`, for `encode_block`.
+    `tx_raws` are the canonical encodings of `block.txs`, for `encode_block`;
+    `senders` are the addresses whose committed nonce or balance the block may have
+    lowered (senders of included and of rejected txs), for the mempool to re-check.
     """
 
     block: Block
     result: BlockResult
     rejected: tuple[tuple[bytes, str], ...]
     tx_raws: tuple[bytes, ...]
-    rejected_senders: frozenset[bytes]
+    senders: frozenset[bytes]
 
 
 def next_block_time(head: Head, now_ms: int) -> int:
@@ -73,7 +75,7 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
     included: list[PendingTx] = []
     receipts, rejected = [], []
     stalled: set[bytes] = set()  # senders whose earlier tx was rejected: later nonces wait
-    rejected_senders: set[bytes] = set()
+    senders: set[bytes] = set()
     for candidate in candidates:
         pending = candidate if isinstance(candidate, PendingTx) else PendingTx.of(candidate)
         if pending.sender in stalled:
@@ -83,11 +85,12 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
             receipts.append(apply_tx(state, pending.stx, ctx, verified, pending.sender))
         except InvalidTransaction as exc:
             rejected.append((pending.hash, str(exc)))
-            rejected_senders.add(pending.sender)
+            senders.add(pending.sender)
             if not isinstance(exc, InvalidSignature | WrongChainId):
                 stalled.add(pending.sender)  # only a tx the sender really signed may stall it
             continue
         included.append(pending)
+        senders.add(pending.sender)
     txs = tuple(p.stx for p in included)
     raws = tuple(p.raw for p in included)
     vset_hash = validator_set_hash(vset)
@@ -101,4 +104,4 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
     block = Block(header=header, txs=txs, evidence=(), last_commit=last_commit)
     result = finish_block(state, head, receipts, [p.hash for p in included])
     return BuiltBlock(block=block, result=result, rejected=tuple(rejected), tx_raws=raws,
-                      rejected_senders=frozenset(rejected_senders))
+                      senders=frozenset(senders))

@@ -29,7 +29,6 @@ from chain.records import (
     block_hash,
     encode_block,
 )
-from chain.signing import sender_address
 from chain.state import ACCOUNT_PREFIX, State
 from chain.store import BlockStore, Head
 from consensus.commit import EMPTY_COMMIT, sign_commit
@@ -207,10 +206,8 @@ class Node:
                 self._accounts[key[len(ACCOUNT_PREFIX):]] = record or EMPTY_ACCOUNT
         for h, reason in built.rejected:
             self.remember_rejected(h, reason)
-        senders = set(built.rejected_senders)
-        senders.update(sender_address(stx) for stx in committed.block.txs)
         dropped = [h for h, _ in built.rejected]
-        self.mempool.update_after_block(list(committed.tx_hashes) + dropped, senders)
+        self.mempool.update_after_block(list(committed.tx_hashes) + dropped, built.senders)
         log.info("committed block height=%d txs=%d rejected=%d hash=%s app_hash=%s",
                  committed.head.height, len(committed.tx_hashes), len(built.rejected),
                  committed.block_hash.hex()[:16], committed.head.app_hash.hex()[:16])
