@@ -150,6 +150,36 @@ class DuplicateVoteEvidence(Record):
     vote_b: SignedVote
 
 
+STEP_PROPOSE = 1
+STEP_PREVOTE = 2
+STEP_PRECOMMIT = 3
+NO_POL_ROUND = 2**32 - 1  # a proposal's pol_round when it carries no earlier polka (-1)
+
+
+@record
+class Proposal(Record):
+    """The round's proposer offers `block_hash`; `pol_round` is the round of its polka.
+
+    `pol_round` is NO_POL_ROUND for a fresh block (the paper's -1), else the earlier
+    round in which +2/3 prevoted this block (the proposer's valid round).
+    """
+
+    TYPE_TAG = b"proposal"
+    height: Annotated[int, U64]
+    round: Annotated[int, U32]
+    pol_round: Annotated[int, U32]
+    block_hash: Annotated[bytes, HASH]
+    proposer: Annotated[bytes, ADDRESS]
+
+
+@record
+class SignedProposal(Record):
+    """A proposal with the proposer's signature over its signing bytes."""
+
+    proposal: Proposal
+    signature: Annotated[bytes, SIGNATURE]
+
+
 # --- blocks -------------------------------------------------------------------
 
 

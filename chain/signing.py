@@ -13,15 +13,18 @@ record type, so a tx signature never verifies as a vote (or on another chain).
 from chain import codec
 from chain.address import AddressError, address_from_public_key
 from chain.crypto import CryptoError, SigningKey, VerifyItem, sign_bytes, verify
-from chain.records import SignedTx, SignedVote, Tx, Vote
+from chain.records import Proposal, SignedProposal, SignedTx, SignedVote, Tx, Vote
 from chain.types import SIGNATURE_LEN, Address, Hash32
 
 __all__ = [
+    "proposal_signing_bytes",
     "sender_address",
+    "sign_proposal",
     "sign_tx",
     "sign_vote",
     "tx_signing_bytes",
     "tx_verify_item",
+    "verify_proposal_signature",
     "verify_tx_signature",
     "verify_vote_signature",
     "vote_signing_bytes",
@@ -124,3 +127,31 @@ def verify_vote_signature(chain_id: str, svote: SignedVote, public_key: bytes) -
     if address != svote.vote.validator:
         return False
     return verify(public_key, vote_signing_bytes(chain_id, svote.vote), svote.signature)
+
+
+def proposal_signing_bytes(chain_id: str, proposal: Proposal) -> Hash32:
+    """The digest a proposal signature covers: sign_bytes(chain_id, b"proposal", encode(p))."""
+    return sign_bytes(chain_id, Proposal.TYPE_TAG, codec.encode(proposal))
+
+
+def sign_proposal(key: SigningKey, chain_id: str, proposal: Proposal) -> SignedProposal:
+    """`proposal` signed by `key`, whose address must be `proposal.proposer`."""
+    address = address_from_public_key(key.public_key)
+    if address != proposal.proposer:
+        raise CryptoError(
+            f"signing key does not match the proposer: expected {proposal.proposer.hex()}, "
+            f"got {address.hex()}"
+        )
+    return SignedProposal(proposal=proposal,
+                          signature=key.sign(proposal_signing_bytes(chain_id, proposal)))
+
+
+def verify_proposal_signature(chain_id: str, sp: SignedProposal, public_key: bytes) -> bool:
+    """True iff `sp` is signed by `public_key`, the key of `sp.proposal.proposer`."""
+    try:
+        address = address_from_public_key(public_key)
+    except AddressError:
+        return False
+    if address != sp.proposal.proposer:
+        return False
+    return verify(public_key, proposal_signing_bytes(chain_id, sp.proposal), sp.signature)

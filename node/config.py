@@ -58,10 +58,42 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConsensusConfig:
-    """Local consensus timing (not a network rule)."""
+    """Local consensus timing (not a network rule).
+
+    `block_time_ms` is the pause after a commit before the next height starts
+    (CometBFT's timeout_commit). Step timeouts grow by their delta each round;
+    the defaults suit validators on one machine or a LAN.
+    """
 
     block_time_ms: int = 1000
     max_block_txs: int = 5000
+    timeout_propose_ms: int = 1000
+    timeout_propose_delta_ms: int = 500
+    timeout_prevote_ms: int = 500
+    timeout_prevote_delta_ms: int = 250
+    timeout_precommit_ms: int = 500
+    timeout_precommit_delta_ms: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    """The peer-to-peer listener, the peers to keep, and limits on what peers may do.
+
+    `persistent_peers` entries read `<node id hex>@<host>:<port>`; the node dials
+    them at start and redials with backoff whenever a link drops.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 26656
+    persistent_peers: tuple[str, ...] = ()
+    max_inbound: int = 40
+    max_outbound: int = 10
+    max_frame_bytes: int = 6 << 20
+    max_frames_per_s: int = 2000
+    max_bytes_per_s: int = 32 << 20
+    handshake_timeout_s: int = 5
+    ban_s: int = 60
+    pex: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,7 @@ class NodeConfig:
     mempool: MempoolConfig = MempoolConfig()
     consensus: ConsensusConfig = ConsensusConfig()
     store: StoreConfig = StoreConfig()
+    p2p: P2PConfig = P2PConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +128,24 @@ class HomePaths:
         return self.home / "config" / "validator_key.json"
 
     @property
+    def node_key_file(self) -> Path:
+        return self.home / "config" / "node_key.json"
+
+    @property
     def store_dir(self) -> Path:
         return self.home / "data" / "store"
 
+    @property
+    def sign_state_file(self) -> Path:
+        return self.home / "data" / "sign_state.json"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.home / "data" / "wal"
+
 
 _SECTIONS = {"rpc": RpcConfig, "mempool": MempoolConfig, "consensus": ConsensusConfig,
-             "store": StoreConfig}
+             "store": StoreConfig, "p2p": P2PConfig}
 
 
 def load_config(path: Path) -> NodeConfig:
@@ -140,6 +185,8 @@ def _section(name: str, cls: type, doc: Any) -> Any:
 
 
 def _scalar(path: str, want: type, value: Any) -> Any:
+    if want is tuple:
+        return _string_list(path, value)
     if type(value) is not want:
         raise ConfigError(f"{path}: expected {want.__name__}, got {value!r}")
     if want is int and value < 0:
@@ -147,13 +194,23 @@ def _scalar(path: str, want: type, value: Any) -> Any:
     return value
 
 
+def _string_list(path: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(type(item) is not str for item in value):
+        raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
 def config_to_dict(config: NodeConfig) -> dict[str, Any]:
     """The TOML document of a config."""
     doc: dict[str, Any] = {"moniker": config.moniker, "log_level": config.log_level}
     for name in _SECTIONS:
         section = getattr(config, name)
-        doc[name] = {f.name: getattr(section, f.name) for f in fields(section)}
+        doc[name] = {f.name: _toml_value(getattr(section, f.name)) for f in fields(section)}
     return doc
+
+
+def _toml_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def save_config(path: Path, config: NodeConfig) -> None:
