@@ -54,3 +54,33 @@ class InvalidBlockTx(InvalidBlock):
         self.index = index
         self.tx_hash = tx_hash
         self.cause = cause
+
+
+class WalError(ConsensusError):
+    """The consensus write-ahead log cannot be read or written."""
+
+
+class WalFrameError(WalError):
+    """Bytes at an offset are not one whole, intact WAL frame (short, bad length or CRC)."""
+
+
+class WalCorrupted(WalError):
+    """A WAL segment is damaged before its tail: replaying it would drop durable entries."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"WAL {path} is corrupt at byte {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class DoubleSignRefused(ConsensusError):
+    """The signer refused a request that could conflict with what it signed before."""
+
+
+class SignStateCorrupted(ConsensusError):
+    """The signer's last-signed state file is unreadable; it refuses to guess."""
+
+
+class SignStateBehind(ConsensusError):
+    """The chain holds signatures of this validator newer than its sign state remembers."""
