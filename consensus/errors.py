@@ -84,3 +84,30 @@ class SignStateCorrupted(ConsensusError):
 
 class SignStateBehind(ConsensusError):
     """The chain holds signatures of this validator newer than its sign state remembers."""
+
+
+class InvalidMessage(ConsensusError):
+    """A consensus message for the current height breaks a rule no honest sender breaks.
+
+    The network layer penalises the peer that relayed it; the engine drops it.
+    """
+
+
+class UnknownValidator(InvalidMessage):
+    """A vote or proposal names a signer outside the height's validator set."""
+
+
+class BadMessageSignature(InvalidMessage):
+    """A vote or proposal signature does not verify under its validator's key."""
+
+
+class WrongProposer(InvalidMessage):
+    """A proposal is signed by someone other than the round's proposer."""
+
+
+class MalformedProposal(InvalidMessage):
+    """A proposal disagrees with its block (hash or height) or names an impossible pol round."""
+
+
+class MalformedVote(InvalidMessage):
+    """A vote has a type other than prevote or precommit."""
