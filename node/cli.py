@@ -8,6 +8,7 @@ import click
 
 from node.cli_genesis import genesis_group
 from node.cli_node import devnet_cmd, node_group
+from node.cli_testnet import testnet_cmd
 from node.cli_wallet import wallet_group
 
 
@@ -20,4 +21,5 @@ def main() -> None:
 main.add_command(genesis_group)
 main.add_command(node_group)
 main.add_command(devnet_cmd)
+main.add_command(testnet_cmd)
 main.add_command(wallet_group)

@@ -33,11 +33,12 @@ from node.config import (
     ConsensusConfig,
     HomePaths,
     NodeConfig,
+    P2PConfig,
     RpcConfig,
     load_config,
     save_config,
 )
-from node.keys import KeyFileError, load_key_file, save_key_file
+from node.keys import KeyFileError, load_key_file, load_or_create_node_key, save_key_file
 from node.logs import configure_logging
 from node.service import Node, NodeError
 
@@ -59,14 +60,19 @@ def node_group() -> None:
 @click.option("--chain-id", default="gannet-local", show_default=True)
 @click.option("--moniker", default="gannet", show_default=True)
 @click.option("--rpc-port", default=8545, show_default=True, type=click.IntRange(0, 65535))
-def init_cmd(home: Path, chain_id: str, moniker: str, rpc_port: int) -> None:
-    """Write config, a validator key and (if absent) a genesis naming it sole validator."""
+@click.option("--p2p-port", default=26656, show_default=True, type=click.IntRange(0, 65535),
+              help="Peer-to-peer listen port (0: pick a free port at start).")
+def init_cmd(home: Path, chain_id: str, moniker: str, rpc_port: int, p2p_port: int) -> None:
+    """Write config, a validator key, a node key and (if absent) a genesis naming it sole
+    validator."""
     paths = HomePaths(home)
     if paths.config_file.exists():
         raise click.ClickException(f"{paths.config_file} already exists")
     key = SigningKey.generate()
     _guard(save_key_file, paths.validator_key_file, key)
-    save_config(paths.config_file, NodeConfig(moniker=moniker, rpc=RpcConfig(port=rpc_port)))
+    _guard(load_or_create_node_key, paths.node_key_file)
+    save_config(paths.config_file, NodeConfig(moniker=moniker, rpc=RpcConfig(port=rpc_port),
+                                              p2p=P2PConfig(port=p2p_port)))
     if not paths.genesis_file.exists():
         g = new_genesis(chain_id, time.time_ns() // 1_000_000)
         g = add_validator(g, key.public_key, DEVNET_POWER, _bech32(key), moniker)
@@ -74,11 +80,18 @@ def init_cmd(home: Path, chain_id: str, moniker: str, rpc_port: int) -> None:
     click.echo(f"initialised {home}: validator {_bech32(key)}")
 
 
+_SKIP_DOUBLE_SIGN_HELP = (
+    "Sign even without the record of what this validator last signed (after a wiped "
+    "data dir). Unsafe: signing twice at one height gets the validator slashed.")
+
+
 @node_group.command("start")
 @click.option("--home", required=True, type=click.Path(file_okay=False, path_type=Path))
-def start_cmd(home: Path) -> None:
+@click.option("--unsafe-skip-double-sign-check", "skip_double_sign_check", is_flag=True,
+              help=_SKIP_DOUBLE_SIGN_HELP)
+def start_cmd(home: Path, skip_double_sign_check: bool) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
-    run_node(HomePaths(home))
+    run_node(HomePaths(home), skip_double_sign_check)
 
 
 @click.command("devnet")
@@ -87,25 +100,34 @@ def start_cmd(home: Path) -> None:
 @click.option("--rpc-port", default=8545, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--block-time", "block_time_ms", default=1000, show_default=True,
               type=click.IntRange(10, 600_000), help="Block interval in milliseconds.")
+@click.option("--p2p-port", default=26656, show_default=True, type=click.IntRange(0, 65535),
+              help="Peer-to-peer listen port (0: pick a free port at start).")
 @click.option("--reset", is_flag=True, help="Delete the devnet home first.")
-def devnet_cmd(home: Path, rpc_port: int, block_time_ms: int, reset: bool) -> None:
+@click.option("--unsafe-skip-double-sign-check", "skip_double_sign_check", is_flag=True,
+              help=_SKIP_DOUBLE_SIGN_HELP)
+def devnet_cmd(home: Path, rpc_port: int, block_time_ms: int, p2p_port: int, reset: bool,
+               skip_double_sign_check: bool) -> None:
     """Run a one-validator chain on 127.0.0.1 with a funded dev account."""
     if reset and home.exists():
         shutil.rmtree(home)
     paths = HomePaths(home)
     if not paths.config_file.exists():
-        make_devnet_home(paths, rpc_port, block_time_ms)
+        make_devnet_home(paths, rpc_port, block_time_ms, p2p_port)
     else:
-        _update_devnet_config(paths, rpc_port, block_time_ms)
+        _update_devnet_config(paths, rpc_port, block_time_ms, p2p_port)
+        # Homes made before node keys existed get one now.
+        _guard(load_or_create_node_key, paths.node_key_file)
     _print_devnet_banner(paths, rpc_port)
-    run_node(paths)
+    run_node(paths, skip_double_sign_check)
 
 
-def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int) -> None:
-    """Create a devnet home: validator key, dev account keystore, genesis, config."""
+def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int,
+                     p2p_port: int = 26656) -> None:
+    """Create a devnet home: validator key, node key, dev account keystore, genesis, config."""
     validator = SigningKey.generate()
     dev = SigningKey.generate()
     _guard(save_key_file, paths.validator_key_file, validator)
+    _guard(load_or_create_node_key, paths.node_key_file)
     _guard(save_keystore, paths.home / DEV_KEY_NAME, dev, "", scrypt_n=2**14)
     # The genesis block-time target matches the devnet's pace, so every duration
     # derived from it (unbonding, locks, halving) is counted in real blocks.
@@ -114,14 +136,17 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int) -> Non
     g = add_validator(g, validator.public_key, DEVNET_POWER, _bech32(validator), "devnet")
     dump_genesis(g, paths.genesis_file)
     config = NodeConfig(moniker="devnet", rpc=RpcConfig(port=rpc_port),
-                        consensus=ConsensusConfig(block_time_ms=block_time_ms))
+                        consensus=ConsensusConfig(block_time_ms=block_time_ms),
+                        p2p=P2PConfig(port=p2p_port))
     save_config(paths.config_file, config)
 
 
-def _update_devnet_config(paths: HomePaths, rpc_port: int, block_time_ms: int) -> None:
+def _update_devnet_config(paths: HomePaths, rpc_port: int, block_time_ms: int,
+                          p2p_port: int) -> None:
     config = _guard(load_config, paths.config_file)
     config = replace(config, rpc=replace(config.rpc, port=rpc_port),
-                     consensus=replace(config.consensus, block_time_ms=block_time_ms))
+                     consensus=replace(config.consensus, block_time_ms=block_time_ms),
+                     p2p=replace(config.p2p, port=p2p_port))
     save_config(paths.config_file, config)
 
 
@@ -140,23 +165,25 @@ def _print_devnet_banner(paths: HomePaths, rpc_port: int) -> None:
     )
 
 
-def run_node(paths: HomePaths) -> None:
+def run_node(paths: HomePaths, skip_double_sign_check: bool = False) -> None:
     """Load a home, run its node until a signal, exit non-zero on a fatal error."""
     config = _guard(load_config, paths.config_file)
     configure_logging(config.log_level)
     genesis = _guard(load_genesis, paths.genesis_file)
     key = _guard(load_key_file, paths.validator_key_file) \
         if paths.validator_key_file.exists() else None
+    # Passed only when asked for, so a Node that predates the option still starts.
+    options = {"skip_double_sign_check": True} if skip_double_sign_check else {}
     try:
-        asyncio.run(_serve(paths, config, genesis, key))
+        asyncio.run(_serve(paths, config, genesis, key, options))
     except NodeError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # e.g. the RPC port is taken
         raise click.ClickException(f"node failed: {exc}") from exc
 
 
-async def _serve(paths, config, genesis, key) -> None:
-    node = Node(paths, config, genesis, key)
+async def _serve(paths, config, genesis, key, options) -> None:
+    node = Node(paths, config, genesis, key, **options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, node.stop)

@@ -1,4 +1,8 @@
-"""Plain key files of a node home: the validator's consensus key.
+"""Plain key files of a node home: the validator's consensus key and the node key.
+
+The node key names the node to its peers (its public key is the node id the
+p2p handshake proves); it signs nothing a chain keeps, so a fresh one is made
+whenever a home lacks it.
 
 Like CometBFT's priv_validator_key.json, the file is plaintext (the node must
 sign unattended) and readable by its owner only; wallets use `chain.keystore`.
@@ -39,4 +43,13 @@ def load_key_file(path: Path) -> SigningKey:
         raise KeyFileError(f"malformed key file {path}: {exc}") from exc
     if "public_key" in doc and doc["public_key"] != key.public_key.hex():
         raise KeyFileError(f"key file {path}: public_key does not match its seed")
+    return key
+
+
+def load_or_create_node_key(path: Path) -> SigningKey:
+    """The node key at `path`; a missing file gets a fresh key, written before it is used."""
+    if path.exists():
+        return load_key_file(path)
+    key = SigningKey.generate()
+    save_key_file(path, key)
     return key
