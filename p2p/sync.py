@@ -1,0 +1,351 @@
+"""Block sync: catch up from peers by fetching committed blocks and their commits.
+
+A node behind its peers asks them for blocks by height (`BlockRequest`), up to
+`window` heights past its own, spread over the peers whose status says they serve
+that height, at most `max_per_peer` outstanding each. A response is checked for
+shape here: the block decodes strictly, it is the requested height, and the
+commit names exactly that block at that height. Whether the commit carries +2/3
+of the validator set's power, and whether the block applies, is the node's
+`apply` callback's job, since only the node holds the state.
+
+Blocks are applied strictly in height order. A peer that serves something invalid
+is penalised, everything it sent is dropped and its heights go to other peers; a
+peer that answers `NoBlock` or stays silent past the request timeout is not asked
+for that height again until the timeout has passed once more. A response nobody
+asked for is ignored, not penalised: it may be a late answer to a timed-out request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from chain.codec import decode
+from chain.errors import DecodeError
+from chain.records import Block, Commit, block_hash
+from chain.store import BlockStore
+from p2p.messages import BlockRequest, BlockResponse, Message, NoBlock, StatusMsg
+
+log = logging.getLogger("gannet.sync")
+
+PROGRESS_LOG_S = 5.0  # seconds between progress log lines when no bar is shown
+MAX_WAIT_S = 1.0  # the driving loop looks at timeouts and progress at least this often
+
+Send = Callable[[bytes, Message], bool]
+Penalise = Callable[[bytes, str], None]
+Apply = Callable[[Block, bytes, Commit], Awaitable[None]]
+
+
+class SyncRejected(Exception):
+    """A block or commit a peer served is invalid; the peer that served it is penalised."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """How hard sync pulls: heights in flight, patience per request, load per peer."""
+
+    window: int = 32
+    request_timeout_s: float = 5.0
+    max_per_peer: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A block request in flight: who was asked, and until when it may answer."""
+
+    peer: bytes
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """A response that passed the shape checks, waiting for its turn to be applied."""
+
+    peer: bytes
+    block: Block
+    raw: bytes
+    commit: Commit
+
+
+# --- serving and checking one block ---------------------------------------------------
+
+
+def serve_block_request(store: BlockStore, request: BlockRequest) -> BlockResponse | NoBlock:
+    """The stored block at the requested height (its canonical bytes, as stored) and the
+    commit that finalised it, or `NoBlock` when the store lacks either."""
+    raw = store.get_block_raw(request.height)
+    commit = store.get_commit(request.height)
+    if raw is None or commit is None:
+        return NoBlock(height=request.height)
+    return BlockResponse(block=raw, commit=commit)
+
+
+def check_response(height: int, response: BlockResponse) -> Block:
+    """The block a response to a request for `height` carries.
+
+    Raises `SyncRejected` unless the block bytes decode strictly, the block is at
+    `height`, and the commit is for `height` and names exactly this block.
+    """
+    try:
+        block = decode(Block, response.block)
+    except DecodeError as exc:
+        raise SyncRejected(f"block {height} does not decode: {exc}") from exc
+    if block.header.height != height:
+        raise SyncRejected(f"block height: expected {height}, got {block.header.height}")
+    if response.commit.height != height:
+        raise SyncRejected(f"commit height: expected {height}, got {response.commit.height}")
+    want = block_hash(block)
+    if response.commit.block_hash != want:
+        raise SyncRejected(f"commit of block {height} names another block: expected "
+                           f"{want.hex()}, got {response.commit.block_hash.hex()}")
+    return block
+
+
+# --- the syncer ------------------------------------------------------------------------
+
+
+class BlockSyncer:
+    """Fetches blocks from peers and hands them to the node in height order.
+
+    The node's peer handler feeds it peers' statuses, responses and departures
+    (`on_*`); `sync_until_caught_up` drives requests and applies blocks. All
+    methods run on the node's event loop.
+    """
+
+    def __init__(self, send: Send, penalise: Penalise, apply: Apply,
+                 our_height: Callable[[], int], config: SyncConfig = SyncConfig(),
+                 show_progress: bool | None = None) -> None:
+        self._send = send
+        self._penalise = penalise
+        self._apply = apply
+        self._our_height = our_height
+        self.config = config
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.syncing = False
+        self._peers: dict[bytes, StatusMsg] = {}
+        self._pending: dict[int, _Request] = {}
+        self._fetched: dict[int, _Fetched] = {}
+        self._failed: dict[int, dict[bytes, float]] = {}  # height -> peer -> when it failed
+        self._turn = -1  # round-robin position among equally loaded peers
+        self._wake = asyncio.Event()
+
+    # --- what peers tell us -------------------------------------------------------------
+
+    @property
+    def target_height(self) -> int:
+        """The highest committed height any peer reports (our own if none is higher)."""
+        return max([self._our_height(), *(s.height for s in self._peers.values())])
+
+    def is_behind(self, margin: int = 1) -> bool:
+        """Whether some peer's committed height is at least our height + margin + 1."""
+        ours = self._our_height()
+        return any(s.height >= ours + margin + 1 for s in self._peers.values())
+
+    def on_status(self, peer_id: bytes, status: StatusMsg) -> None:
+        """Remember where a peer is: which heights it can serve."""
+        self._peers[peer_id] = status
+        self._wake.set()
+
+    def on_block_response(self, peer_id: bytes, response: BlockResponse) -> None:
+        """Keep a response to our request for its commit's height; penalise a bad one."""
+        height = response.commit.height
+        request = self._pending.get(height)
+        if request is None or request.peer != peer_id:
+            return  # not asked of this peer: a late or duplicate answer
+        del self._pending[height]
+        try:
+            block = check_response(height, response)
+        except SyncRejected as exc:
+            self._reject(peer_id, str(exc))
+            return
+        self._fetched[height] = _Fetched(peer_id, block, response.block, response.commit)
+        self._wake.set()
+
+    def on_no_block(self, peer_id: bytes, msg: NoBlock) -> None:
+        """A peer lacks a height we asked it for: ask another peer."""
+        request = self._pending.get(msg.height)
+        if request is None or request.peer != peer_id:
+            return
+        del self._pending[msg.height]
+        self._mark_failed(msg.height, peer_id, time.monotonic())
+        self._wake.set()
+
+    def on_peer_gone(self, peer_id: bytes) -> None:
+        """Forget a disconnected peer; its requests in flight go to other peers."""
+        self._peers.pop(peer_id, None)
+        for height in [h for h, r in self._pending.items() if r.peer == peer_id]:
+            del self._pending[height]
+        self._wake.set()
+
+    # --- driving -------------------------------------------------------------------------
+
+    async def sync_until_caught_up(self, settle_s: float = 1.0) -> int:
+        """Fetch and apply blocks until no known peer has been ahead of us for `settle_s`
+        seconds; return how many blocks were applied.
+
+        Exceptions from `apply` other than `SyncRejected` (a store failure) end sync.
+        """
+        assert not self.syncing, "sync_until_caught_up is already running"
+        self.syncing = True
+        self._wake = asyncio.Event()  # of this run's event loop
+        progress = _Progress(self.show_progress, self._our_height(), self.target_height,
+                             len(self._peers))
+        applied = 0
+        settled_since: float | None = None
+        try:
+            while True:
+                self._wake.clear()  # before looking, so no event between look and wait is lost
+                now = time.monotonic()
+                self._forget_below(self._our_height() + 1)
+                self._expire(now)
+                self._schedule(now)
+                if await self._apply_next():
+                    applied += 1
+                    progress.update(self._our_height(), self.target_height)
+                    await asyncio.sleep(0)  # let responses in while blocks keep coming
+                    continue
+                progress.update(self._our_height(), self.target_height)
+                if self.is_behind(margin=0):
+                    settled_since = None
+                elif settled_since is None:
+                    settled_since = now
+                elif now - settled_since >= settle_s:
+                    return applied
+                await self._wait(self._next_wakeup(now, settled_since, settle_s))
+        finally:
+            self.syncing = False
+            self._pending.clear()
+            self._fetched.clear()
+            self._failed.clear()
+            progress.close(self._our_height(), applied)
+
+    async def _apply_next(self) -> bool:
+        """Apply the block at our height + 1 if it has arrived; whether one was applied."""
+        height = self._our_height() + 1
+        fetched = self._fetched.pop(height, None)
+        if fetched is None:
+            return False
+        try:
+            await self._apply(fetched.block, fetched.raw, fetched.commit)
+        except SyncRejected as exc:
+            self._reject(fetched.peer, f"block {height} rejected: {exc}")
+            return False
+        assert self._our_height() == height, "apply must advance our height by one block"
+        return True
+
+    def _schedule(self, now: float) -> None:
+        """Request every height of the window that is neither in flight nor fetched."""
+        first = self._our_height() + 1
+        last = min(first + self.config.window - 1, self.target_height)
+        load = Counter(r.peer for r in self._pending.values())
+        for height in range(first, last + 1):
+            if height in self._pending or height in self._fetched:
+                continue
+            peer = self._request(height, load, now)
+            if peer is not None:
+                self._pending[height] = _Request(peer, now + self.config.request_timeout_s)
+                load[peer] += 1
+
+    def _request(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
+        """Send a request for `height` to the least loaded peer that serves it; who got it."""
+        while (peer := self._pick_peer(height, load, now)) is not None:
+            if self._send(peer, BlockRequest(height=height)):
+                return peer
+            self._mark_failed(height, peer, now)  # not connected (or its queue is full)
+        return None
+
+    def _pick_peer(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
+        """The least loaded peer that serves `height`, has room, and has not just failed it;
+        ties go round in id order, so the load spreads and the choice is reproducible."""
+        failed = self._failed.get(height, {})
+        retry_after = self.config.request_timeout_s
+        candidates = [
+            peer for peer, s in self._peers.items()
+            if s.base <= height <= s.height and load[peer] < self.config.max_per_peer
+            and now - failed.get(peer, -retry_after) >= retry_after
+        ]
+        if not candidates:
+            return None
+        least = min(load[p] for p in candidates)
+        tied = sorted(p for p in candidates if load[p] == least)
+        self._turn += 1
+        return tied[self._turn % len(tied)]
+
+    def _expire(self, now: float) -> None:
+        """Requests past their deadline go back to be asked of another peer."""
+        for height, request in [(h, r) for h, r in self._pending.items() if r.deadline <= now]:
+            del self._pending[height]
+            self._mark_failed(height, request.peer, now)
+            log.debug("block request timed out height=%d peer=%s", height, request.peer.hex()[:16])
+
+    def _mark_failed(self, height: int, peer: bytes, now: float) -> None:
+        self._failed.setdefault(height, {})[peer] = now
+
+    def _forget_below(self, height: int) -> None:
+        """Drop requests, responses and failures for heights we already have."""
+        for book in (self._pending, self._fetched, self._failed):
+            for h in [h for h in book if h < height]:
+                del book[h]
+
+    def _reject(self, peer: bytes, reason: str) -> None:
+        """Penalise a peer that served invalid data and drop everything it sent."""
+        log.warning("penalising peer=%s: %s", peer.hex()[:16], reason)
+        self._penalise(peer, f"block sync: {reason}")
+        self.on_peer_gone(peer)
+        for height in [h for h, f in self._fetched.items() if f.peer == peer]:
+            del self._fetched[height]
+
+    def _next_wakeup(self, now: float, settled_since: float | None, settle_s: float) -> float:
+        """Seconds until the next request deadline, retry or settle time (at most MAX_WAIT_S)."""
+        times = [r.deadline for r in self._pending.values()]
+        retry_after = self.config.request_timeout_s
+        times.extend(t + retry_after for failed in self._failed.values() for t in failed.values()
+                     if t + retry_after > now)
+        if settled_since is not None:
+            times.append(settled_since + settle_s)
+        return max(0.0, min([now + MAX_WAIT_S, *times]) - now)
+
+    async def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class _Progress:
+    """Sync progress: a tqdm bar on a terminal, otherwise a log line every PROGRESS_LOG_S."""
+
+    def __init__(self, bar: bool, height: int, target: int, peers: int) -> None:
+        self._start = self._last_time = time.monotonic()
+        self._last_height = height
+        self._bar = None
+        if bar:
+            self._bar = tqdm(total=max(target, height), initial=height, unit="block",
+                             desc="sync", file=sys.stderr, dynamic_ncols=True)
+        log.info("sync started height=%d target=%d peers=%d", height, target, peers)
+
+    def update(self, height: int, target: int) -> None:
+        """Show that we are at `height` of `target`."""
+        if self._bar is not None:
+            self._bar.total = max(target, height)
+            self._bar.update(height - self._bar.n)
+            return
+        now = time.monotonic()
+        if now - self._last_time >= PROGRESS_LOG_S:
+            rate = (height - self._last_height) / max(now - self._last_time, 1e-9)
+            log.info("syncing height=%d target=%d blocks_per_s=%.1f", height, target, rate)
+            self._last_time, self._last_height = now, height
+
+    def close(self, height: int, applied: int) -> None:
+        """Close the bar and log the outcome."""
+        if self._bar is not None:
+            self._bar.close()
+        elapsed = time.monotonic() - self._start
+        log.info("sync done height=%d applied=%d blocks_per_s=%.1f", height, applied,
+                 applied / max(elapsed, 1e-9))
