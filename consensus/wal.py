@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from chain.codec import MAX_ENCODED_LEN, U8, U32, U64, Bytes, OneOf, Record, decode, encode, record
 from chain.errors import DecodeError
@@ -220,10 +220,10 @@ def entries_after_last_end(entries: list[WalMessage]) -> tuple[int | None, list[
 class WAL:
     """An open write-ahead log: one append handle on its newest segment."""
 
-    def __init__(self, directory: Path, segments: list[Path]) -> None:
+    def __init__(self, directory: Path, segments: list[Path], handle: BinaryIO) -> None:
         self.directory = directory
         self._segments = segments
-        self._file = open(segments[-1], "ab")  # noqa: SIM115 - held open until close()
+        self._file = handle
 
     @classmethod
     def open(cls, directory: Path) -> WAL:
@@ -239,9 +239,10 @@ class WAL:
                     _truncate(path, scan)
             if not segments:
                 segments = [_create_segment(directory, 0)]
+            handle = open(segments[-1], "ab")  # noqa: SIM115 - held open until close()
         except OSError as exc:
             raise WalError(f"cannot open WAL in {directory}: {exc}") from exc
-        return cls(directory, segments)
+        return cls(directory, segments, handle)
 
     def write(self, message: WalMessage) -> None:
         """Append an entry and hand it to the OS (no fsync: losing it in a crash is harmless)."""
