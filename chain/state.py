@@ -19,7 +19,13 @@ from chain.records import EMPTY_ACCOUNT, Account, ValidatorSet
 from chain.types import Hash32
 
 ACCOUNT_PREFIX = b"a"
-VALIDATORS_KEY = b"v"
+VALIDATORS_KEY = b"v"  # the set that signs the next height (current)
+NEXT_VALIDATORS_KEY = b"vn"  # the set of the height after that (next)
+PROPOSER_PRIORITIES_KEY = b"vp"  # the current set's proposer priorities
+VALIDATOR_UPDATES_KEY = b"vq"  # updates queued by this block's txs; gone after the block
+VALIDATOR_HISTORY_PREFIX = b"vh"  # + height(8): the set taking effect at that height
+VALIDATORS_SINCE_PREFIX = b"vs"  # + height(8): the height the set in effect there took effect
+EVIDENCE_PREFIX = b"e"  # + validator(20) height(8) round(4) type(1): committed evidence
 
 Reader = Callable[[bytes], bytes | None]
 _MISSING = object()
@@ -28,6 +34,16 @@ _MISSING = object()
 def account_key(address: bytes) -> bytes:
     """State key of an account."""
     return ACCOUNT_PREFIX + address
+
+
+def validator_history_key(height: int) -> bytes:
+    """State key of the validator set that takes effect at `height`."""
+    return VALIDATOR_HISTORY_PREFIX + height.to_bytes(8, "big")
+
+
+def validators_since_key(height: int) -> bytes:
+    """State key naming the height at which the set in effect at `height` took effect."""
+    return VALIDATORS_SINCE_PREFIX + height.to_bytes(8, "big")
 
 
 class State:
@@ -77,6 +93,14 @@ class State:
     def set_validator_set(self, vset: ValidatorSet) -> None:
         """Replace the validator set."""
         self.put(VALIDATORS_KEY, vset)
+
+    def get_next_validator_set(self) -> ValidatorSet:
+        """The set of the height after the next one (empty before genesis)."""
+        return self.get(NEXT_VALIDATORS_KEY, ValidatorSet, ValidatorSet(validators=()))
+
+    def set_next_validator_set(self, vset: ValidatorSet) -> None:
+        """Replace the next validator set."""
+        self.put(NEXT_VALIDATORS_KEY, vset)
 
     # --- transactions within a block -----------------------------------------
 

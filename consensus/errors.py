@@ -111,3 +111,16 @@ class MalformedProposal(InvalidMessage):
 
 class MalformedVote(InvalidMessage):
     """A vote has a type other than prevote or precommit."""
+
+
+class InvalidValidatorUpdate(ConsensusError):
+    """A validator-set update can't apply: bad address, absent removal, bad resulting set."""
+
+
+class InvalidEvidence(InvalidBlock):
+    """Evidence of misbehaviour breaks a rule; `reason` says which."""
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        super().__init__(reason if index is None else f"evidence {index} is invalid: {reason}")
+        self.reason = reason
+        self.index = index
