@@ -14,7 +14,7 @@ the node stops instead of half-committing.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated
 
 import plyvel
@@ -79,6 +79,15 @@ class BlockStore:
     def get_state(self, key: bytes) -> bytes | None:
         """The committed state value at `key`, or None."""
         return self._get(P_STATE + key)
+
+    def iter_state(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Committed state (key, value) pairs whose key starts with `prefix`, in key order."""
+        try:
+            with self._db.iterator(prefix=P_STATE + prefix) as entries:
+                for key, value in entries:
+                    yield key[len(P_STATE):], value
+        except (plyvel.Error, RuntimeError) as exc:  # RuntimeError: the DB is closed
+            raise StoreError(f"block store read failed: {_describe(exc)}") from exc
 
     def head(self) -> Head | None:
         """The head pointer, or None before genesis."""

@@ -1,8 +1,9 @@
 """The state transition: plain functions from (state, block) to the next state.
 
-`apply_block` validates a header against the head it extends, applies every tx
-in order, and returns the receipts, the write set and the next app hash. It never
-reads a clock or anything but its arguments, so every node computes the same.
+`apply_block` validates a header against the head it extends, records the
+block's evidence, applies every tx in order, rotates the validator sets, and
+returns the receipts, the write set and the next app hash. It never reads a
+clock or anything but its arguments, so every node computes the same.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from chain.records import (
     RECEIPT_OK,
     Account,
     Block,
+    DuplicateVoteEvidence,
     Receipt,
     SignedTx,
     Transfer,
@@ -39,13 +41,14 @@ from consensus.errors import (
     BadNonce,
     CannotPayFee,
     FeeBelowMinimum,
-    InvalidBlock,
     InvalidBlockTx,
     InvalidHeader,
     InvalidSignature,
     InvalidTransaction,
     WrongChainId,
 )
+from consensus.evidence import DEFAULT_MAX_EVIDENCE_AGE, record_evidence, validate_block_evidence
+from consensus.validators import process_validator_updates, validator_set_at
 
 HEADER_VERSION = 1
 
@@ -202,10 +205,14 @@ def _add(a: int, b: int) -> int:
 # --- blocks ------------------------------------------------------------------------
 
 
-def validate_header(block: Block, head: Head, chain_id: str, vset: ValidatorSet) -> None:
-    """Raise `InvalidHeader` unless the header extends `head` under `vset`."""
+def validate_header(block: Block, head: Head, chain_id: str, vset: ValidatorSet,
+                    next_vset: ValidatorSet) -> None:
+    """Raise `InvalidHeader` unless the header extends `head` under `vset`.
+
+    `vset` signs this height (validators_hash) and `next_vset` the next one
+    (next_validators_hash); the proposer must be in `vset`.
+    """
     h = block.header
-    vset_hash = validator_set_hash(vset)
     expect = [
         ("version", HEADER_VERSION, h.version),
         ("chain id", chain_id.encode(), h.chain_id),
@@ -215,8 +222,8 @@ def validate_header(block: Block, head: Head, chain_id: str, vset: ValidatorSet)
         ("tx root", tx_root(block.txs), h.tx_root),
         ("app hash", head.app_hash, h.app_hash),
         ("results hash", head.results_hash, h.results_hash),
-        ("validators hash", vset_hash, h.validators_hash),
-        ("next validators hash", vset_hash, h.next_validators_hash),
+        ("validators hash", validator_set_hash(vset), h.validators_hash),
+        ("next validators hash", validator_set_hash(next_vset), h.next_validators_hash),
         ("evidence hash", evidence_root(block.evidence), h.evidence_hash),
     ]
     for name, want, got in expect:
@@ -228,30 +235,61 @@ def validate_header(block: Block, head: Head, chain_id: str, vset: ValidatorSet)
         raise InvalidHeader(f"proposer {h.proposer.hex()} is not a validator")
 
 
-def validate_last_commit(block: Block, head: Head, chain_id: str, vset: ValidatorSet) -> None:
-    """The first block carries an empty commit; every later one commits its parent."""
+def validate_last_commit(block: Block, head: Head, chain_id: str, state: State) -> None:
+    """The first block carries an empty commit; every later one commits its parent.
+
+    The parent's commit is checked against the set that signed the parent's
+    height, which differs from the current set right after a change.
+    """
     if head.height == 0:
         if block.last_commit != EMPTY_COMMIT:
             raise InvalidHeader("the first block must carry an empty last commit")
         return
-    validate_commit(chain_id, vset, block.last_commit, head.height, head.block_hash)
+    validate_commit(chain_id, signers_of(state, head.height), block.last_commit, head.height,
+                    head.block_hash)
+
+
+def signers_of(state: State, height: int) -> ValidatorSet:
+    """The validator set that signs `height` (history must reach it: a committed height)."""
+    vset = validator_set_at(state, height)
+    if vset is None:
+        raise ValueError(f"state has no validator set for height {height}")
+    return vset
+
+
+def apply_evidence(state: State, evidence: tuple[DuplicateVoteEvidence, ...],
+                   height: int) -> None:
+    """Record each offence the block proves (slashing is the token economy's rule)."""
+    for piece in evidence:
+        record_evidence(state, piece, height)
+
+
+def end_block(state: State, height: int) -> None:
+    """End-of-block rules: the validator sets move on (updates take effect at height + 2)."""
+    process_validator_updates(state, height)
 
 
 def apply_block(state: State, block: Block, head: Head, chain_id: str, min_fee: int,
-                is_verified: IsVerified | None = None) -> BlockResult:
-    """Validate `block` against `head` and apply its txs to `state`.
+                is_verified: IsVerified | None = None,
+                evidence_max_age: int = DEFAULT_MAX_EVIDENCE_AGE) -> BlockResult:
+    """Validate `block` against `head` and apply it to `state`.
 
-    Steps: validate the header; validate the last commit; refuse evidence (no
-    slashing rules yet); apply each tx, where an invalid tx invalidates the block;
-    derive the results hash and the next app hash from the write set.
+    Steps: validate the header against the current and next validator sets;
+    validate the last commit against the parent's signers; validate and record
+    the evidence (no slashing yet: the token-economy rules will act on it); apply
+    each tx, where an invalid tx invalidates the block; end the block (validator
+    sets and proposer priorities move on); derive the results hash and the next
+    app hash from the write set. `evidence_max_age` is the network's
+    `params.staking.evidence_max_age_blocks`.
     """
+    height = block.header.height
     vset = state.get_validator_set()
-    validate_header(block, head, chain_id, vset)
-    validate_last_commit(block, head, chain_id, vset)
-    if block.evidence:
-        raise InvalidBlock("evidence is not accepted: no slashing rules are active yet")
+    validate_header(block, head, chain_id, vset, state.get_next_validator_set())
+    validate_last_commit(block, head, chain_id, state)
+    validate_block_evidence(chain_id, state, block.evidence, height, evidence_max_age)
+    apply_evidence(state, block.evidence, height)
     proposer = find_validator(vset, block.header.proposer)
-    ctx = BlockContext(chain_id=chain_id, height=block.header.height,
+    ctx = BlockContext(chain_id=chain_id, height=height,
                        fee_recipient=proposer.operator, min_fee=min_fee)
     receipts, hashes = [], []
     for index, stx in enumerate(block.txs):
@@ -262,6 +300,7 @@ def apply_block(state: State, block: Block, head: Head, chain_id: str, min_fee: 
         except InvalidTransaction as exc:
             raise InvalidBlockTx(index, h, exc) from exc
         hashes.append(h)
+    end_block(state, height)
     return finish_block(state, head, receipts, hashes)
 
 

@@ -1,8 +1,10 @@
 """The initial state a genesis document defines: one pure function of the document.
 
 Accounts get their balances, licences and locks; validators form the first set
-(sorted by address). The genesis app hash chains from the genesis hash, so two
-networks with different genesis files never share an app hash.
+(sorted by address), which signs heights 1 and 2, with zero proposer priorities
+and the first entry of the validator history (see `consensus.validators`). The
+genesis app hash chains from the genesis hash, so two networks with different
+genesis files never share an app hash.
 """
 
 from chain.address import address_from_public_key
@@ -10,6 +12,7 @@ from chain.records import Account, Lock, Validator, ValidatorSet
 from chain.state import State, next_app_hash
 from chain.store import GenesisMark, Head
 from chain.types import ZERO_HASH
+from consensus.validators import init_validator_state
 from genesis.document import Genesis, genesis_hash
 
 
@@ -21,12 +24,10 @@ def genesis_state(genesis: Genesis) -> State:
                       for lk in acct.locks)
         state.set_account(acct.address, Account(gpu=acct.gpu, stable=acct.stable, nonce=0,
                                                 licences=acct.licences, locks=locks))
-    validators = sorted(
-        (Validator(address=address_from_public_key(v.public_key), public_key=v.public_key,
-                   power=v.power, operator=v.operator) for v in genesis.validators),
-        key=lambda v: v.address,
-    )
-    state.set_validator_set(ValidatorSet(validators=tuple(validators)))
+    validators = tuple(
+        Validator(address=address_from_public_key(v.public_key), public_key=v.public_key,
+                  power=v.power, operator=v.operator) for v in genesis.validators)
+    init_validator_state(state, ValidatorSet(validators=validators))
     return state
 
 

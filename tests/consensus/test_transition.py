@@ -1,7 +1,7 @@
 """The state transition: apply_tx as pre-state → tx → post-state, apply_block and build_block.
 
 Pre-states are built like genesis (an empty State plus set_account and
-set_validator_set) and then committed, so a State's write set afterwards holds
+init_validator_state) and then committed, so a State's write set afterwards holds
 exactly what the tx or block changed.
 """
 
@@ -43,7 +43,13 @@ from chain.records import (
     tx_root,
 )
 from chain.signing import sign_tx, sign_vote
-from chain.state import State, account_key, next_app_hash
+from chain.state import (
+    EVIDENCE_PREFIX,
+    State,
+    account_key,
+    next_app_hash,
+    validators_since_key,
+)
 from chain.store import Head
 from chain.types import UINT64_MAX, ZERO_HASH
 from consensus.commit import EMPTY_COMMIT, sign_commit
@@ -51,13 +57,20 @@ from consensus.errors import (
     BadNonce,
     CannotPayFee,
     FeeBelowMinimum,
-    InvalidBlock,
     InvalidBlockTx,
     InvalidCommit,
+    InvalidEvidence,
     InvalidHeader,
     InvalidSignature,
     InvalidTransaction,
     WrongChainId,
+)
+from consensus.evidence import (
+    CommittedEvidence,
+    evidence_committed_at,
+    offence_key,
+    offence_of,
+    validate_evidence,
 )
 from consensus.producer import BuiltBlock, build_block, next_block_time
 from consensus.transition import (
@@ -69,6 +82,7 @@ from consensus.transition import (
     apply_block,
     apply_tx,
 )
+from consensus.validators import ValidatorSetSince, init_validator_state
 
 CHAIN = "gannet-test"
 MIN_FEE = 10
@@ -100,11 +114,11 @@ def acct(gpu: int = 0, stable: int = 0, nonce: int = 0,
 
 
 def genesis_writes(accounts: dict[bytes, Account], vset: ValidatorSet = VSET) -> dict:
-    """The write set of a genesis-like State: accounts and the validator set."""
+    """The write set of a genesis-like State: accounts and the validator state."""
     state = State(lambda key: None)
     for address, account in accounts.items():
         state.set_account(address, account)
-    state.set_validator_set(vset)
+    init_validator_state(state, vset)
     return state.write_set()
 
 
@@ -594,17 +608,57 @@ def test_a_tx_replayed_in_the_next_block_is_invalid() -> None:
     assert isinstance(info.value.cause, BadNonce)
 
 
-def test_block_with_evidence_is_invalid() -> None:
-    """Evidence is refused (no slashing rules yet), even with a matching evidence hash."""
-    votes = [sign_vote(VAL_KEY, CHAIN, Vote(vote_type=VOTE_PRECOMMIT, height=1, round=0,
-                                            block_hash=h, validator=VAL))
-             for h in (sha256(b"a"), sha256(b"b"))]
-    evidence = (DuplicateVoteEvidence(vote_a=votes[0], vote_b=votes[1]),)
+def _double_sign(height: int) -> DuplicateVoteEvidence:
+    votes = sorted((sign_vote(VAL_KEY, CHAIN, Vote(vote_type=VOTE_PRECOMMIT, height=height,
+                                                   round=0, block_hash=h, validator=VAL))
+                    for h in (sha256(b"a"), sha256(b"b"))), key=lambda v: v.vote.block_hash)
+    return DuplicateVoteEvidence(vote_a=votes[0], vote_b=votes[1])
+
+
+def test_block_with_evidence_records_the_offence() -> None:
+    """Pre-state after block 1; block 2 carries evidence of a height-1 double sign; the
+    post-state records the offence (committed at 2) and nothing else changes for it."""
+    c = CHAIN_FIXTURE
+    evidence = (_double_sign(1),)
+    block = with_header(replace(c.built2.block, evidence=evidence),
+                        evidence_hash=evidence_root(evidence))
+    plain = apply_block(committed(c.writes1), c.built2.block, c.head1, CHAIN, MIN_FEE)
+    state = committed(c.writes1)
+    result = apply_block(state, block, c.head1, CHAIN, MIN_FEE)
+    key_ = EVIDENCE_PREFIX + offence_key(offence_of(evidence[0]))
+    assert result.writes == {**plain.writes, key_: encode(CommittedEvidence(
+        committed_at=2, evidence_hash=sha256(encode(evidence[0]))))}
+    assert evidence_committed_at(state, offence_of(evidence[0])) == 2
+    # Committed once, refused from then on.
+    writes2 = merged(c.writes1, result.writes)
+    with pytest.raises(InvalidEvidence, match="already committed at height 2"):
+        validate_evidence(CHAIN, committed(writes2), evidence[0], 3, 100)
+
+
+def test_block_with_invalid_evidence_is_invalid() -> None:
+    """Evidence in the wrong order is refused with the reason, even with a matching hash."""
+    good = _double_sign(1)
+    evidence = (replace(good, vote_a=good.vote_b, vote_b=good.vote_a),)
     block = with_header(replace(CHAIN_FIXTURE.built2.block, evidence=evidence),
                         evidence_hash=evidence_root(evidence))
-    with pytest.raises(InvalidBlock, match="evidence") as info:
+    with pytest.raises(InvalidEvidence, match=r"evidence 0 is invalid: .*canonical order"):
         apply2(block)
-    assert type(info.value) is InvalidBlock
+
+
+def test_build_block_includes_valid_evidence_and_reports_the_rest() -> None:
+    c = CHAIN_FIXTURE
+    good = _double_sign(1)
+    swapped = replace(good, vote_a=good.vote_b, vote_b=good.vote_a)
+    built = build_block(committed(c.writes1), c.head1, CHAIN, MIN_FEE, VAL, 3_000,
+                        c.built2.block.last_commit, [], evidence=(swapped, good, good))
+    assert built.block.evidence == (good,)
+    assert built.block.header.evidence_hash == evidence_root((good,))
+    reasons = [reason for _, reason in built.rejected_evidence]
+    assert "canonical order" in reasons[0] and "duplicate" in reasons[1]
+    assert [h for h, _ in built.rejected_evidence] == [sha256(encode(swapped)),
+                                                       sha256(encode(good))]
+    replay = apply_block(committed(c.writes1), built.block, c.head1, CHAIN, MIN_FEE)
+    assert replay == built.result
 
 
 # --- build_block ----------------------------------------------------------------------
@@ -652,12 +706,15 @@ def test_is_verified_is_trusted() -> None:
     assert isinstance(info.value.cause, InvalidSignature)
 
 
-def test_empty_block_changes_only_the_app_hash() -> None:
+def test_empty_block_changes_only_the_validator_history() -> None:
+    """A single validator's empty block records only that its set also signs height 3."""
     writes0, head0 = genesis()
     built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT, [])
-    assert built.result.writes == {} and built.result.receipts == ()
+    since_genesis = encode(ValidatorSetSince(height=1))
+    assert built.result.writes == {validators_since_key(3): since_genesis}
+    assert built.result.receipts == ()
     assert built.result.results_hash == ZERO_HASH
-    assert built.result.app_hash == next_app_hash(head0.app_hash, {})
+    assert built.result.app_hash == next_app_hash(head0.app_hash, built.result.writes)
 
 
 def test_next_block_time_always_moves_forward() -> None:
