@@ -85,7 +85,8 @@ def testnet_cmd(nodes: int, output: Path, base_port: int, chain_id: str, block_t
 
 def _refuse_non_empty(output: Path) -> None:
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise click.ClickException(f"{output} exists and is not empty; refusing to overwrite it")
+        raise click.ClickException(
+            f"{output} exists and is not an empty directory; refusing to overwrite it")
 
 
 def _remove_contents(output: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import node.cli_node as cli_node
+import node.cli_testnet as cli_testnet
 from chain.address import address_from_public_key, encode_address
 from chain.keystore import load_keystore
 from genesis.document import genesis_hash, load_genesis
@@ -97,8 +98,25 @@ def test_testnet_summary_and_faucet_keystores(testnet_dir: Path) -> None:
 def test_testnet_refuses_a_non_empty_directory(testnet_dir: Path) -> None:
     before = (testnet_dir / "testnet.json").read_bytes()
     result = run("testnet", "-n", "2", "--output", str(testnet_dir))
-    assert_one_line_failure(result, "not empty; refusing to overwrite")
+    assert_one_line_failure(result, "is not an empty directory; refusing to overwrite it")
     assert (testnet_dir / "testnet.json").read_bytes() == before
+
+
+def test_testnet_refuses_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    result = run("testnet", "--output", str(tmp_path / "f"))
+    assert_one_line_failure(result, "is a file", code=2)
+
+
+def test_a_failed_write_leaves_no_half_testnet(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_testnet, "save_keystore", disk_full)
+    result = run("testnet", "-n", "2", "--output", str(tmp_path))
+    assert_one_line_failure(result, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_testnet_accepts_an_empty_existing_directory(tmp_path: Path) -> None:
