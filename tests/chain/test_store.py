@@ -410,3 +410,19 @@ def test_recent_blocks_are_served_unchanged(path: str, store: BlockStore) -> Non
         assert reopened.get_block(1) == cached
     finally:
         reopened.close()
+
+
+def test_iter_state_lists_committed_state_under_a_prefix_in_key_order(store: BlockStore) -> None:
+    """Only state keys (prefix stripped) under the prefix, after deletions, in key order."""
+    assert list(store.iter_state(b"acct-")) == [(b"acct-1", b"one"), (b"acct-2", b"two")]
+    commit_block1(store)
+    assert list(store.iter_state(b"acct-")) == [(b"acct-2", b"two-b"), (b"acct-3", b"three")]
+    assert list(store.iter_state(b"acct-3")) == [(b"acct-3", b"three")]
+    assert list(store.iter_state(b"nothing")) == []
+    assert [k for k, _ in store.iter_state(b"")] == [b"acct-2", b"acct-3", b"v"]
+
+
+def test_iter_state_on_a_closed_store_is_a_store_error(store: BlockStore) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="read failed"):
+        list(store.iter_state(b"acct-"))
