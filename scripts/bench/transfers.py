@@ -51,9 +51,9 @@ from chain.address import address_from_public_key
 from chain.codec import encode
 from chain.crypto import SignatureVerifier, SigningKey, VerifyItem
 from chain.mempool import Mempool
-from chain.records import DENOM_GPU, Account, Transfer, Tx, Validator, ValidatorSet
+from chain.records import DENOM_GPU, Account, Transfer, Tx
 from chain.signing import sign_tx, tx_verify_item
-from chain.state import VALIDATORS_KEY, account_key, next_app_hash
+from chain.state import account_key, next_app_hash
 from chain.store import BlockStore, GenesisMark
 from chain.types import BASE_UNITS_PER_GPU, Address
 from consensus.params import NetworkParams
@@ -144,10 +144,7 @@ def genesis_state_writes(genesis: Genesis, addresses: list[Address]) -> dict[byt
     """The state writes of `genesis` plus a funded account at every address."""
     funded = encode(Account(gpu=FUNDS, stable=0, nonce=0, licences=0, locks=()))
     writes = dict.fromkeys(map(account_key, addresses), funded)
-    (gv,) = genesis.validators
-    validator = Validator(address=address_from_public_key(gv.public_key),
-                          public_key=gv.public_key, power=gv.power, operator=gv.operator)
-    writes[VALIDATORS_KEY] = encode(ValidatorSet(validators=(validator,)))
+    writes.update(genesis_state(replace(genesis, accounts=())).write_set())  # validator state
     if len(addresses) <= CHECKED_GENESIS_MAX:
         full = replace(genesis, accounts=tuple(GenesisAccount(a, FUNDS) for a in addresses))
         if genesis_state(full).write_set() != writes:
