@@ -25,7 +25,7 @@ PROPOSER_PRIORITIES_KEY = b"vp"  # the current set's proposer priorities
 VALIDATOR_UPDATES_KEY = b"vq"  # updates queued by this block's txs; gone after the block
 VALIDATOR_HISTORY_PREFIX = b"vh"  # + height(8): the set taking effect at that height
 VALIDATORS_SINCE_PREFIX = b"vs"  # + height(8): the height the set in effect there took effect
-EVIDENCE_PREFIX = b"e"  # + validator(20) height(8) round(4) type(1): committed evidence
+EVIDENCE_PREFIX = b"e"  # + validator(20) height(8) round(4) type(1); only evidence uses "e"
 
 Reader = Callable[[bytes], bytes | None]
 _MISSING = object()

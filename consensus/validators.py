@@ -60,10 +60,11 @@ class ValidatorUpdates(Record):
     """Validator updates queued during the block being applied, sorted by address.
 
     An update replaces the validator with its address (or adds it); power 0
-    removes it.
+    removes it. The resulting set holds at most MAX_VALIDATORS, so removals and
+    additions together stay under twice that.
     """
 
-    updates: Annotated[tuple[Validator, ...], ListOf(Validator, MAX_VALIDATORS)]
+    updates: Annotated[tuple[Validator, ...], ListOf(Validator, 2 * MAX_VALIDATORS)]
 
 
 # --- genesis -----------------------------------------------------------------------
