@@ -1,13 +1,15 @@
-"""Transaction admission from RPC: concurrent submissions share one batch.
+"""Transaction admission from RPC and peers: concurrent submissions share one batch.
 
 Every `submit` that arrives within one turn of the event loop joins the same
 `Mempool.add_many` call, so their signatures are checked together on the
-verifier's threads instead of one by one on the event loop.
+verifier's threads instead of one by one on the event loop. Newly admitted txs
+are handed to `on_admitted` (the node gossips them to its peers).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from chain.errors import ChainError
 from chain.mempool import Mempool
@@ -18,9 +20,11 @@ MAX_BATCH = 1024
 class TxAdmission:
     """Collects raw txs submitted in one loop turn and admits them as one batch."""
 
-    def __init__(self, mempool: Mempool, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, mempool: Mempool, max_batch: int = MAX_BATCH,
+                 on_admitted: Callable[[list[bytes]], None] | None = None) -> None:
         self._mempool = mempool
         self._max_batch = max_batch
+        self._on_admitted = on_admitted
         self._waiting: list[tuple[bytes, asyncio.Future[bytes]]] = []
 
     async def submit(self, raw: bytes) -> bytes:
@@ -38,6 +42,11 @@ class TxAdmission:
         if not batch:
             return
         results = self._mempool.add_many([raw for raw, _ in batch])
+        if self._on_admitted is not None:
+            admitted = [raw for (raw, _), result in zip(batch, results, strict=True)
+                        if not isinstance(result, ChainError)]
+            if admitted:
+                self._on_admitted(admitted)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the submitter was cancelled (client went away)
                 continue

@@ -13,7 +13,16 @@ from typing import Any
 from chain.address import AddressError, encode_address, parse_address
 from chain.codec import decode
 from chain.errors import ChainError
-from chain.records import DENOMS, RECEIPT_OK, Block, Receipt, SignedTx, block_hash, tx_hash
+from chain.records import (
+    DENOMS,
+    RECEIPT_OK,
+    Block,
+    Commit,
+    Receipt,
+    SignedTx,
+    block_hash,
+    tx_hash,
+)
 from chain.signing import sender_address
 from chain.types import UINT64_MAX
 from consensus.transition import spendable_gpu
@@ -62,6 +71,8 @@ class NodeApi:
             "gannet_getBlockByNumber": self.get_block_by_number,
             "gannet_getBlockByHash": self.get_block_by_hash,
             "gannet_estimateFee": self.estimate_fee,
+            "gannet_getCommit": self.get_commit,
+            "gannet_netInfo": self.net_info,
         }
 
     def chain_id(self) -> str:
@@ -70,17 +81,24 @@ class NodeApi:
 
     def status(self) -> dict[str, Any]:
         """Head height and hashes, sync state, mempool size, own validator address."""
-        head = self.node.head
-        validator = self.node.validator_address
+        node = self.node
+        head = node.head
+        validator = node.validator_address
+        syncer = node.syncer
+        engine = node.engine
         return {
-            "chain_id": self.node.chain_id,
+            "chain_id": node.chain_id,
             "height": head.height,
             "head_hash": _hex(head.block_hash),
             "app_hash": _hex(head.app_hash),
             "time_ms": head.time_ms,
-            "syncing": False,
-            "mempool_size": len(self.node.mempool),
+            "syncing": node.syncing,
+            "sync_target_height": syncer.target_height if syncer is not None else head.height,
+            "consensus": {"height": engine.height, "round": engine.round, "step": engine.step},
+            "peers": len(node.switch.peers()) if node.switch is not None else 0,
+            "mempool_size": len(node.mempool),
             "validator": encode_address(validator) if validator else None,
+            "node_id": _hex(node.node_key.public_key),
         }
 
     def block_number(self) -> int:
@@ -162,14 +180,35 @@ class NodeApi:
             raise NotFound(f"no block at height {height} (head is {self.node.head.height})")
         out = header_json(block, block_hash(block))
         out["txs"] = [tx_json(stx) if full else _hex(tx_hash(stx)) for stx in block.txs]
-        out["last_commit"] = {
-            "height": block.last_commit.height, "round": block.last_commit.round,
-            "block_hash": _hex(block.last_commit.block_hash),
-            "signatures": [{"validator": encode_address(s.validator),
-                            "signature": _hex(s.signature)}
-                           for s in block.last_commit.signatures],
-        }
+        out["last_commit"] = commit_json(block.last_commit)
         return out
+
+    def get_commit(self, height: int | str = "latest") -> dict[str, Any]:
+        """The +2/3 precommits that finalised the block at a height ("latest": the head)."""
+        height = self._height(height)
+        commit = self.node.store.get_commit(height) if height > 0 else None
+        if commit is None:
+            raise NotFound(f"no commit at height {height} (head is {self.node.head.height})")
+        return commit_json(commit)
+
+    def net_info(self) -> dict[str, Any]:
+        """This node's p2p identity and its connected peers."""
+        switch = self.node.switch
+        peers = switch.peers() if switch is not None else []
+        return {
+            "node_id": _hex(self.node.node_key.public_key),
+            "listen_port": switch.port if switch is not None else None,
+            "peer_count": len(peers),
+            "peers": [peer_json(p) for p in sorted(peers, key=lambda p: p.node_id)],
+        }
+
+    def _height(self, height: Any) -> int:
+        if height == "latest":
+            return self.node.head.height
+        if type(height) is not int or not 0 <= height <= UINT64_MAX:
+            raise InvalidParams(f"height must be an integer from 0 to 2^64-1 or 'latest', got "
+                                f"{height!r:.40}")
+        return height
 
     def estimate_fee(self) -> dict[str, str]:
         """The network minimum fee and a fee likely to be included soon.
@@ -200,6 +239,26 @@ def header_json(block: Block, block_hash_: bytes) -> dict[str, Any]:
         "app_hash": _hex(h.app_hash), "results_hash": _hex(h.results_hash),
         "validators_hash": _hex(h.validators_hash), "evidence_hash": _hex(h.evidence_hash),
         "proposer": encode_address(h.proposer), "tx_count": len(block.txs),
+    }
+
+
+def commit_json(commit: Commit) -> dict[str, Any]:
+    """A commit (the precommit signatures for one block) as JSON."""
+    return {
+        "height": commit.height, "round": commit.round,
+        "block_hash": _hex(commit.block_hash),
+        "signatures": [{"validator": encode_address(s.validator), "signature": _hex(s.signature)}
+                       for s in commit.signatures],
+    }
+
+
+def peer_json(peer: Any) -> dict[str, Any]:
+    """A connected peer as JSON."""
+    status = peer.status
+    return {
+        "node_id": _hex(peer.node_id), "moniker": peer.moniker, "host": peer.host,
+        "port": peer.port, "outbound": peer.outbound, "score": peer.score,
+        "height": status.height if status is not None else None,
     }
 
 

@@ -6,6 +6,7 @@ Every command fails with a one-line message and a non-zero exit on bad input
 
 import click
 
+from node.cli_doctor import doctor
 from node.cli_genesis import genesis_group
 from node.cli_node import devnet_cmd, node_group
 from node.cli_testnet import testnet_cmd
@@ -18,6 +19,7 @@ def main() -> None:
     """Gannet: a proof-of-compute proof-of-stake node."""
 
 
+main.add_command(doctor)
 main.add_command(genesis_group)
 main.add_command(node_group)
 main.add_command(devnet_cmd)

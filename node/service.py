@@ -1,47 +1,69 @@
-"""The Node service: store, mempool, block production and RPC wired together.
+"""The Node service: store, mempool, consensus, p2p and RPC wired together.
 
 A node opens its store (initialising it from genesis the first time, refusing a
-genesis other than the one it was created with), serves JSON-RPC, and — when it
-holds the key of the only validator — produces a block every `block_time_ms`:
-reap the mempool, build and apply the block, sign its commit, and commit block,
-commit, receipts, state and head in one synced store batch.
+genesis other than the one it was created with), checks that its validator's
+sign state cannot lead to a double sign, serves JSON-RPC, joins its peers, catches
+up by block sync, and then runs the BFT engine (`node.consensus`): a validator
+proposes and votes; a node without a validator key follows the votes and commits
+what the validators decide. A single-validator devnet runs the same engine.
+Every block commits in one synced store batch with its commit, receipts, state
+and head.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chain.address import address_from_public_key, encode_address
 from chain.crypto import SignatureVerifier, SigningKey
 from chain.errors import StoreError
-from chain.mempool import Mempool, MempoolLimits, PendingTx
+from chain.mempool import Mempool, MempoolLimits
 from chain.records import (
     EMPTY_ACCOUNT,
     Account,
     Block,
     Commit,
+    DuplicateVoteEvidence,
     TxLocation,
+    ValidatorSet,
     block_hash,
-    encode_block,
 )
 from chain.state import ACCOUNT_PREFIX, State
 from chain.store import BlockStore, Head
-from consensus.commit import EMPTY_COMMIT, sign_commit
-from consensus.producer import BuiltBlock, build_block, next_block_time
+from consensus.commit import validate_commit
+from consensus.engine import Engine, TimeoutConfig
+from consensus.errors import InvalidCommit
+from consensus.evidence import EvidencePool
+from consensus.privval import (
+    FileSigner,
+    check_double_sign_risk,
+    init_sign_state,
+    load_sign_state,
+    own_signed_heights,
+)
+from consensus.proposer import proposer_of_height
+from consensus.wal import WAL
 from genesis.document import Genesis, genesis_hash
 from genesis.state import genesis_head, genesis_writes
 from node.admission import TxAdmission
+from node.app import BlockLimits, ChainApp, Executed
 from node.config import HomePaths, NodeConfig
+from node.consensus import ConsensusDriver
+from node.gossip import NodePeers
+from node.keys import load_or_create_node_key
 from node.rpc.server import RpcLimits, RpcServer
+from p2p.messages import EvidenceMsg, TxMsg
+from p2p.switch import Switch, SwitchConfig
+from p2p.sync import BlockSyncer, SyncRejected
 
 log = logging.getLogger("gannet.node")
 MAX_REJECTED_REMEMBERED = 10_000
 ACCOUNTS_CACHED = 200_000
+PEER_WAIT_S = 2.0
 
 
 class NodeError(Exception):
@@ -50,7 +72,7 @@ class NodeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CommittedBlock:
-    """What the producer hands to listeners after a commit."""
+    """What the node hands to listeners after a commit."""
 
     block: Block
     block_hash: bytes
@@ -63,32 +85,65 @@ class Node:
     """A running Gannet node (a long-running service object)."""
 
     def __init__(self, paths: HomePaths, config: NodeConfig, genesis: Genesis,
-                 validator_key: SigningKey | None) -> None:
+                 validator_key: SigningKey | None,
+                 skip_double_sign_check: bool = False) -> None:
         self.paths = paths
         self.config = config
         self.genesis = genesis
         self.chain_id = genesis.chain_id
+        self.genesis_hash = genesis_hash(genesis)
         self.min_fee = genesis.params.fee.min_fee
         self.validator_key = validator_key
         self.validator_address = (
             address_from_public_key(validator_key.public_key) if validator_key else None
         )
+        self.node_key = load_or_create_node_key(paths.node_key_file)
         self.store = open_store(paths, genesis, config.store.cache_mb << 20)
         self.head: Head = self.store.head()
-        self.last_commit: Commit = self.store.get_commit(self.head.height) or EMPTY_COMMIT
+        self.signer = self._open_signer(skip_double_sign_check)
         self.verifier = SignatureVerifier()
         self.mempool = Mempool(self.chain_id, self.committed_account, self.verifier,
                                mempool_limits(config), min_fee=self.min_fee)
-        self.admission = TxAdmission(self.mempool)
+        self.admission = TxAdmission(self.mempool, on_admitted=self._gossip_txs)
+        self.evidence = EvidencePool(self.chain_id,
+                                     max_age=genesis.params.staking.evidence_max_age_blocks)
+        self.app = ChainApp(self.store, self.chain_id, self.min_fee, self.validator_address,
+                            block_limits(config, genesis), self._reap_on_loop,
+                            self.mempool.is_verified, self.evidence)
+        self.engine = Engine(self.chain_id, self.app, self.signer, timeout_config(config))
         self.rejected: OrderedDict[bytes, str] = OrderedDict()
         # Committed accounts by address; only the event-loop thread touches it, and
         # `_after_commit` refreshes what each block changed before anything reads it.
         self._accounts: OrderedDict[bytes, Account] = OrderedDict()
         self.rpc: RpcServer | None = None
+        self.switch: Switch | None = None
+        self.syncer: BlockSyncer | None = None
+        self.driver: ConsensusDriver | None = None
+        self.wal: WAL | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._listeners: list = []
 
-    # --- reads used by RPC and the mempool ------------------------------------
+    def _open_signer(self, skip_check: bool) -> FileSigner | None:
+        """The validator's signer, after proving its sign state cannot double sign."""
+        if self.validator_key is None:
+            return None
+        path = self.paths.sign_state_file
+        try:
+            state = load_sign_state(path)
+            if state is None and (self.head.height == 0 or skip_check):
+                init_sign_state(path)
+            elif not skip_check:
+                check_double_sign_risk(state, self.head.height,
+                                       own_signed_heights(self.store, self.validator_address))
+        except Exception as exc:
+            self.store.close()
+            raise NodeError(str(exc)) from exc
+        if skip_check:
+            log.warning("double-sign check SKIPPED (--unsafe-skip-double-sign-check)")
+        return FileSigner(self.validator_key, self.chain_id, path)
+
+    # --- reads used by RPC, the mempool and consensus ----------------------------
 
     def committed_account(self, address: bytes) -> Account:
         """The committed account at `address` (served from a bounded cache)."""
@@ -100,6 +155,11 @@ class Node:
                 self._accounts.popitem(last=False)
         return account
 
+    def validators_for_next_height(self) -> tuple[ValidatorSet, Callable[[int], bytes]]:
+        """The set that signs the next height and its proposer for each round."""
+        state = State(self.store.get_state)
+        return state.get_validator_set(), proposer_of_height(state)
+
     def remember_rejected(self, tx_hash_: bytes, reason: str) -> None:
         """Keep the reason a tx was dropped, for `gannet_getTransaction` (bounded)."""
         self.rejected[tx_hash_] = reason
@@ -110,26 +170,86 @@ class Node:
         """Call `listener(CommittedBlock)` (a coroutine function) after each commit."""
         self._listeners.append(listener)
 
+    @property
+    def syncing(self) -> bool:
+        return self.syncer is not None and self.syncer.syncing
+
     # --- life cycle -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve RPC and produce blocks until `stop()`; close everything on the way out."""
+        """Serve RPC, join peers, catch up, run consensus until `stop()`; then close."""
         from node.api import build_rpc  # the API depends on Node, not the reverse
 
+        self._loop = asyncio.get_running_loop()
         self.rpc = build_rpc(self, rpc_limits(self.config))
         try:
+            self.wal = await asyncio.to_thread(WAL.open, self.paths.wal_dir)
             await self.rpc.start()
             log.info("rpc listening url=http://%s:%d", self.config.rpc.host, self.rpc.port)
-            if self.is_producer():
-                await self._produce_until_stopped()
-            else:
-                log.warning("not producing blocks: this node does not hold the key of a "
-                            "sole validator (multi-validator consensus is not built yet); "
-                            "serving RPC at height=%d", self.head.height)
-                await self._stop.wait()
+            await self._start_p2p()
+            await self._initial_sync()
+            self.driver = ConsensusDriver(self, self.engine, self.wal, self.switch,
+                                          self.config.consensus.block_time_ms)
+            self._describe_role()
+            ticker = asyncio.ensure_future(self._gossip_ticker())
+            try:
+                await self.driver.run(self._stop)
+            finally:
+                ticker.cancel()
         finally:
+            await self._shutdown()
+
+    async def _start_p2p(self) -> None:
+        self.peers_handler = NodePeers(self)
+        self.switch = Switch(self.node_key, self.chain_id, self.genesis_hash,
+                             switch_config(self.config), self.peers_handler,
+                             moniker=self.config.moniker)
+        self.syncer = BlockSyncer(self.switch.send, self.switch.ban, self.apply_synced,
+                                  lambda: self.head.height)
+        await self.switch.start()
+        log.info("p2p listening node_id=%s port=%d peers=%d", self.node_key.public_key.hex(),
+                 self.switch.port, len(self.config.p2p.persistent_peers))
+
+    async def _initial_sync(self) -> None:
+        """With peers configured, give them a moment to report, then catch up."""
+        if not self.config.p2p.persistent_peers:
+            return
+        deadline = asyncio.get_running_loop().time() + PEER_WAIT_S
+        while not self.switch.peers() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # statuses follow the handshake
+        applied = await self.syncer.sync_until_caught_up(settle_s=0.5)
+        if applied:
+            log.info("block sync done height=%d applied=%d", self.head.height, applied)
+
+    def _describe_role(self) -> None:
+        vset, _ = self.validators_for_next_height()
+        addresses = {v.address for v in vset.validators}
+        if self.validator_address in addresses:
+            log.info("validating as %s in a set of %d at height=%d",
+                     encode_address(self.validator_address), len(addresses), self.head.height)
+        elif self.validator_address is not None:
+            log.warning("validator key %s is not in the validator set: following only",
+                        encode_address(self.validator_address))
+        else:
+            log.info("full node: following consensus at height=%d", self.head.height)
+
+    async def _gossip_ticker(self) -> None:
+        """Tell peers where we are, resend the round's messages, and catch up if behind."""
+        from node.gossip import regossip  # keeps the periodic duty beside the handler
+
+        while True:
+            await asyncio.sleep(gossip_interval_s(self.config))
+            regossip(self)
+
+    async def _shutdown(self) -> None:
+        if self.switch is not None:
+            await self.switch.stop()
+        if self.rpc is not None:
             await self.rpc.stop()
-            self.close()
+        if self.wal is not None:
+            self.wal.close()
+        self.close()
 
     def stop(self) -> None:
         """Ask `run` to return."""
@@ -140,77 +260,107 @@ class Node:
         self.verifier.close()
         self.store.close()
 
-    def is_producer(self) -> bool:
-        """A node produces blocks iff it holds the key of the sole validator."""
-        vset = State(self.store.get_state).get_validator_set().validators
-        return (self.validator_address is not None and len(vset) == 1
-                and vset[0].address == self.validator_address)
+    # --- mempool and gossip ---------------------------------------------------------
 
-    # --- block production --------------------------------------------------------
+    def _reap_on_loop(self, max_txs: int, max_bytes: int) -> list:
+        """Reap the mempool on the event loop (the engine thread must not touch it)."""
+        future = asyncio.run_coroutine_threadsafe(self._reap(max_txs, max_bytes), self._loop)
+        return future.result()
 
-    async def _produce_until_stopped(self) -> None:
-        interval = self.config.consensus.block_time_ms / 1000
-        log.info("producing blocks validator=%s interval_ms=%d height=%d",
-                 encode_address(self.validator_address), self.config.consensus.block_time_ms,
-                 self.head.height)
-        while not self._stop.is_set():
-            started = time.monotonic()
-            await self.produce_block()
-            delay = max(0.0, interval - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+    async def _reap(self, max_txs: int, max_bytes: int) -> list:
+        return self.mempool.reap_pending(max_txs, max_bytes)
 
-    async def produce_block(self) -> CommittedBlock:
-        """Build, sign and commit the next block from the mempool."""
-        limit = min(self.config.consensus.max_block_txs, self.genesis.params.block.max_block_txs)
-        candidates = self.mempool.reap_pending(limit, self.genesis.params.block.max_block_bytes)
-        now_ms = time.time_ns() // 1_000_000
+    def _gossip_txs(self, raws: list[bytes]) -> None:
+        if self.switch is not None:
+            for raw in raws:
+                self.switch.broadcast(TxMsg(tx=raw))
+
+    def evidence_found(self, evidence: DuplicateVoteEvidence) -> None:
+        """Our engine saw a validator equivocate: keep the evidence and gossip it."""
+        if self.add_evidence(evidence) and self.switch is not None:
+            self.switch.broadcast(EvidenceMsg(evidence=evidence))
+
+    def add_evidence(self, evidence: DuplicateVoteEvidence) -> bool:
+        """Validate evidence against committed state and pool it; False if not new.
+
+        Raises `InvalidEvidence` when it can never be valid.
+        """
+        added = self.evidence.add(State(self.store.get_state), evidence, self.head.height)
+        if added:
+            v = evidence.vote_a.vote
+            log.warning("evidence of double signing validator=%s height=%d round=%d type=%d",
+                        encode_address(v.validator), v.height, v.round, v.vote_type)
+        return added
+
+    # --- committing ------------------------------------------------------------------
+
+    async def commit_decided(self, block: Block, commit: Commit) -> None:
+        """Commit a block consensus decided, with the +2/3 precommits that decided it."""
+        executed = await self._executed(block)
+        if executed is None:
+            raise NodeError(f"consensus decided block {block_hash(block).hex()} "
+                            "that does not apply to our state: refusing to continue")
+        await self._commit(executed, commit)
+
+    async def apply_synced(self, block: Block, raw: bytes, commit: Commit) -> None:
+        """Verify a block from block sync by its commit, execute it and commit it."""
+        bh = block_hash(block)
+        vset, _ = self.validators_for_next_height()
         try:
-            built, committed = await asyncio.to_thread(self._build_and_commit, candidates, now_ms)
+            validate_commit(self.chain_id, vset, commit, self.head.height + 1, bh)
+        except InvalidCommit as exc:
+            raise SyncRejected(f"block {block.header.height}: {exc}") from exc
+        executed = await self._executed(block, raw)
+        if executed is None:
+            raise SyncRejected(f"block {block.header.height} does not apply to our state")
+        await self._commit(executed, commit)
+
+    async def _executed(self, block: Block, raw: bytes | None = None) -> Executed | None:
+        executed = self.app.executed(block_hash(block))
+        if executed is None:
+            await asyncio.to_thread(self.app.validate_block, block, raw)
+            executed = self.app.executed(block_hash(block))
+        return executed
+
+    async def _commit(self, executed: Executed, commit: Commit) -> None:
+        try:
+            committed = await asyncio.to_thread(self._write_block, executed, commit)
         except StoreError as exc:
             log.error("store failure, stopping node: %s", exc)
             self.stop()
             raise NodeError(f"store failure: {exc}") from exc
-        self._after_commit(built, committed)
+        self._after_commit(executed, committed)
         for listener in self._listeners:
             await listener(committed)
-        return committed
 
-    def _build_and_commit(self, candidates: list[PendingTx],
-                          now_ms: int) -> tuple[BuiltBlock, CommittedBlock]:
-        head = self.head
-        state = State(self.store.get_state)
-        built = build_block(
-            state, head, self.chain_id, self.min_fee, self.validator_address,
-            next_block_time(head, now_ms), self.last_commit, candidates,
-            is_verified=lambda _h: True,  # every reaped tx was verified at admission
-        )
-        block, result = built.block, built.result
-        bh = block_hash(block)
+    def _write_block(self, executed: Executed, commit: Commit) -> CommittedBlock:
+        block, result, bh = executed.block, executed.result, executed.block_hash
         height = block.header.height
-        commit = sign_commit(self.chain_id, self.validator_key, self.validator_address,
-                             height, 0, bh)
         locations = [(h, TxLocation(height=height, index=i, receipt=r))
                      for i, (h, r) in enumerate(zip(result.tx_hashes, result.receipts,
                                                     strict=True))]
         new_head = Head(height=height, block_hash=bh, time_ms=block.header.time_ms,
                         app_hash=result.app_hash, results_hash=result.results_hash)
         self.store.commit_block(block, commit, locations, result.writes, new_head,
-                                block_bytes=encode_block(block, built.tx_raws))
-        self.head, self.last_commit = new_head, commit
-        return built, CommittedBlock(block, bh, new_head, result.tx_hashes, state.changed())
+                                block_bytes=executed.raw)
+        self.head = new_head
+        self.app.advance(new_head, commit)
+        return CommittedBlock(block, bh, new_head, result.tx_hashes, executed.changed)
 
-    def _after_commit(self, built: BuiltBlock, committed: CommittedBlock) -> None:
+    def _after_commit(self, executed: Executed, committed: CommittedBlock) -> None:
         for key, record in committed.changed.items():
             if key.startswith(ACCOUNT_PREFIX):
                 self._accounts[key[len(ACCOUNT_PREFIX):]] = record or EMPTY_ACCOUNT
-        for h, reason in built.rejected:
+        for h, reason in executed.rejected:
             self.remember_rejected(h, reason)
-        dropped = [h for h, _ in built.rejected]
-        self.mempool.update_after_block(list(committed.tx_hashes) + dropped, built.senders)
-        log.info("committed block height=%d txs=%d rejected=%d hash=%s app_hash=%s",
-                 committed.head.height, len(committed.tx_hashes), len(built.rejected),
-                 committed.block_hash.hex()[:16], committed.head.app_hash.hex()[:16])
+        dropped = [h for h, _ in executed.rejected]
+        self.mempool.update_after_block(list(committed.tx_hashes) + dropped, executed.senders)
+        self.evidence.mark_committed(committed.block.evidence)
+        self.evidence.prune(committed.head.height + 1)
+        log.info("committed block height=%d txs=%d evidence=%d hash=%s app_hash=%s",
+                 committed.head.height, len(committed.tx_hashes),
+                 len(committed.block.evidence), committed.block_hash.hex()[:16],
+                 committed.head.app_hash.hex()[:16])
 
 
 def open_store(paths: HomePaths, genesis: Genesis, cache_bytes: int) -> BlockStore:
@@ -236,6 +386,40 @@ def mempool_limits(config: NodeConfig) -> MempoolLimits:
     m = config.mempool
     return MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
                          max_per_account=m.max_per_account)
+
+
+def block_limits(config: NodeConfig, genesis: Genesis) -> BlockLimits:
+    """What a proposal may carry: the network's limits, tightened by the node's config."""
+    return BlockLimits(
+        max_txs=min(config.consensus.max_block_txs, genesis.params.block.max_block_txs),
+        max_bytes=genesis.params.block.max_block_bytes)
+
+
+def timeout_config(config: NodeConfig) -> TimeoutConfig:
+    """The engine's step timeouts from `[consensus]`."""
+    c = config.consensus
+    return TimeoutConfig(propose_ms=c.timeout_propose_ms,
+                         propose_delta_ms=c.timeout_propose_delta_ms,
+                         prevote_ms=c.timeout_prevote_ms,
+                         prevote_delta_ms=c.timeout_prevote_delta_ms,
+                         precommit_ms=c.timeout_precommit_ms,
+                         precommit_delta_ms=c.timeout_precommit_delta_ms)
+
+
+def switch_config(config: NodeConfig) -> SwitchConfig:
+    """The p2p switch settings from `[p2p]`."""
+    p = config.p2p
+    return SwitchConfig(host=p.host, port=p.port, persistent_peers=p.persistent_peers,
+                        max_inbound=p.max_inbound, max_outbound=p.max_outbound,
+                        max_frame_bytes=p.max_frame_bytes,
+                        max_frames_per_s=p.max_frames_per_s,
+                        max_bytes_per_s=p.max_bytes_per_s,
+                        handshake_timeout_s=p.handshake_timeout_s, ban_s=p.ban_s, pex=p.pex)
+
+
+def gossip_interval_s(config: NodeConfig) -> float:
+    """How often a node re-announces its status and resends its round's messages."""
+    return min(1.0, max(0.1, config.consensus.timeout_prevote_ms / 1000))
 
 
 def rpc_limits(config: NodeConfig) -> RpcLimits:

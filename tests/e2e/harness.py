@@ -211,7 +211,7 @@ class DevnetProcess(GannetProcess):
 
     def _args(self, port: int) -> list[str]:
         return ["devnet", "--home", str(self.home), "--rpc-port", str(port),
-                "--block-time", str(self.block_time_ms)]
+                "--block-time", str(self.block_time_ms), "--p2p-port", "0"]
 
     def start(self) -> None:
         """Start; when the port we picked was taken meanwhile, try another one."""

@@ -1,0 +1,295 @@
+"""The consensus driver: runs the BFT engine inside a node.
+
+One task handles every input in arrival order: peer proposals and votes, fired
+timeouts, height starts and catch-ups. Received inputs are written to the WAL
+before the engine sees them, so a restarted node can replay its unfinished
+height; own proposals and votes are written to the WAL with fsync (the signer
+has already fsynced its sign state) before they leave the node. A decision is
+committed in one store batch, the height is ended in the WAL, and the next
+height starts `block_time_ms` after the previous one started.
+
+The engine runs on a worker thread so RPC and gossip keep flowing while a block
+executes; only this task ever calls it, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chain.codec import decode, encode
+from chain.records import Block, SignedProposal, SignedVote, block_hash
+from consensus.engine import (
+    BroadcastProposal,
+    BroadcastVote,
+    Decide,
+    Engine,
+    FoundEvidence,
+    Output,
+    ScheduleTimeout,
+    Timeout,
+)
+from consensus.errors import InvalidMessage
+from consensus.wal import WAL, WalProposal, WalTimeout, WalVote
+from p2p.messages import Message, ProposalMsg, VoteMsg
+
+log = logging.getLogger("gannet.consensus")
+INBOX_LIMIT = 20_000
+
+
+class Network(Protocol):
+    """What the driver needs from the p2p switch."""
+
+    def broadcast(self, message: Message, exclude: bytes | None = None) -> int: ...
+
+    def ban(self, peer_id: bytes, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerProposal:
+    peer: bytes | None
+    proposal: SignedProposal
+    block: Block
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerVote:
+    peer: bytes | None
+    vote: SignedVote
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    timeout: Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class StartHeight:
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    pass
+
+
+Input = PeerProposal | PeerVote | TimerFired | StartHeight | CatchUp
+
+
+class ConsensusDriver:
+    """Feeds the engine and carries out its outputs for one node."""
+
+    def __init__(self, node: Any, engine: Engine, wal: WAL, network: Network,
+                 block_time_ms: int) -> None:
+        self.node = node
+        self.engine = engine
+        self.wal = wal
+        self.network = network
+        self.block_time_s = block_time_ms / 1000
+        self._inbox: asyncio.Queue[Input] = asyncio.Queue(INBOX_LIMIT)
+        self._height_started = time.monotonic()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._catching_up = False
+
+    # --- inputs ------------------------------------------------------------------
+
+    def submit(self, item: Input) -> bool:
+        """Queue an input; False (dropped) when the inbox is full (gossip resends it)."""
+        try:
+            self._inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("consensus inbox full: dropping %s", type(item).__name__)
+            return False
+        return True
+
+    def request_catch_up(self) -> None:
+        """Fetch blocks peers have committed and we have not, then resume consensus."""
+        if not self._catching_up:
+            self._catching_up = True
+            self.submit(CatchUp())
+
+    # --- life cycle ----------------------------------------------------------------
+
+    async def run(self, stopped: asyncio.Event) -> None:
+        """Replay the WAL, start the next height, and handle inputs until `stopped`."""
+        await self._start_height(self.node.head.height + 1)
+        await self._replay()
+        getter: asyncio.Task | None = None
+        stop_waiter = asyncio.ensure_future(stopped.wait())
+        try:
+            while not stopped.is_set():
+                getter = asyncio.ensure_future(self._inbox.get())
+                done, _ = await asyncio.wait({getter, stop_waiter},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    break
+                await self._handle(getter.result())
+                getter = None
+        finally:
+            for task in (getter, stop_waiter):
+                if task is not None and not task.done():
+                    task.cancel()
+            for timer in self._timers:
+                timer.cancel()
+
+    async def _replay(self) -> None:
+        """Feed the WAL's entries for the unfinished height back into the engine."""
+        _ended, entries = await asyncio.to_thread(self.wal.replay)
+        height = self.node.head.height + 1
+        fed = 0
+        for entry in entries:
+            item = _input_of(entry)
+            if item is None or _height_of(item) != height:
+                continue
+            await self._handle(item, from_wal=True)
+            fed += 1
+        if fed:
+            log.info("replayed wal height=%d entries=%d round=%d step=%d", height, fed,
+                     self.engine.round, self.engine.step)
+
+    # --- handling ------------------------------------------------------------------
+
+    async def _handle(self, item: Input, from_wal: bool = False) -> None:
+        if isinstance(item, StartHeight):
+            if item.height == self.node.head.height + 1 and item.height > self.engine.height:
+                await self._start_height(item.height)
+            return
+        if isinstance(item, CatchUp):
+            await self._catch_up()
+            return
+        if not from_wal:
+            await self._log_input(item)
+        try:
+            outputs = await asyncio.to_thread(self._feed, item)
+        except InvalidMessage as exc:
+            peer = getattr(item, "peer", None)
+            log.warning("invalid consensus message from %s: %s",
+                        peer.hex()[:16] if peer else "wal", exc)
+            if peer is not None:
+                self.network.ban(peer, f"invalid consensus message: {exc}")
+            return
+        await self._act(outputs)
+
+    def _feed(self, item: Input) -> list[Output]:
+        if isinstance(item, PeerProposal):
+            self.node.app.validate_block(item.block, item.raw)  # cached for the engine
+            return self.engine.on_proposal(item.proposal, item.block)
+        if isinstance(item, PeerVote):
+            return self.engine.on_vote(item.vote)
+        return self.engine.on_timeout(item.timeout)
+
+    async def _log_input(self, item: Input) -> None:
+        """Write a received input to the WAL (no fsync: only own messages need one)."""
+        if isinstance(item, PeerProposal):
+            entry: Any = WalProposal(proposal=item.proposal, block=item.raw, own=0)
+        elif isinstance(item, PeerVote):
+            entry = WalVote(vote=item.vote, own=0)
+        else:
+            t = item.timeout
+            entry = WalTimeout(height=t.height, round=t.round, step=t.step)
+        if _height_of(item) >= self.engine.height:
+            self.wal.write(entry)
+
+    async def _start_height(self, height: int) -> None:
+        self._height_started = time.monotonic()
+        vset, proposer_of = self.node.validators_for_next_height()
+        outputs = await asyncio.to_thread(self.engine.start_height, height, vset, proposer_of)
+        await self._act(outputs)
+
+    # --- outputs -------------------------------------------------------------------
+
+    async def _act(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, BroadcastVote):
+                await asyncio.to_thread(self.wal.write_sync, WalVote(vote=out.vote, own=1))
+                self.network.broadcast(VoteMsg(vote=out.vote))
+            elif isinstance(out, BroadcastProposal):
+                raw = self._raw_of(out.block)
+                await asyncio.to_thread(self.wal.write_sync,
+                                        WalProposal(proposal=out.proposal, block=raw, own=1))
+                self.network.broadcast(ProposalMsg(proposal=out.proposal, block=raw))
+            elif isinstance(out, ScheduleTimeout):
+                self._schedule(out.timeout, out.duration_ms)
+            elif isinstance(out, FoundEvidence):
+                self.node.evidence_found(out.evidence)
+            elif isinstance(out, Decide):
+                await self._decide(out)
+
+    def _raw_of(self, block: Block) -> bytes:
+        executed = self.node.app.executed(block_hash(block))
+        return executed.raw if executed is not None else encode(block)
+
+    def _schedule(self, timeout: Timeout, duration_ms: int) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.submit(TimerFired(timeout))
+
+        handle = loop.call_later(duration_ms / 1000, fire)
+        self._timers.add(handle)
+
+    async def _decide(self, decision: Decide) -> None:
+        height = decision.block.header.height
+        if height != self.node.head.height + 1:
+            return  # a catch-up committed this height already
+        await self.node.commit_decided(decision.block, decision.commit)
+        await asyncio.to_thread(self.wal.end_height, height)
+        self._after_height()
+
+    def _after_height(self) -> None:
+        """Start the next height one block time after this one started."""
+        next_height = self.node.head.height + 1
+        elapsed = time.monotonic() - self._height_started
+        delay = max(0.0, self.block_time_s - elapsed)
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.submit(StartHeight(next_height))
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def _catch_up(self) -> None:
+        before = self.node.head.height
+        try:
+            await self.node.syncer.sync_until_caught_up(settle_s=0.2)
+        finally:
+            self._catching_up = False
+        after = self.node.head.height
+        if after > before:
+            log.info("caught up height=%d (+%d blocks)", after, after - before)
+            await asyncio.to_thread(self.wal.end_height, after)
+            await self._start_height(after + 1)
+
+
+def _input_of(entry: Any) -> Input | None:
+    """The driver input a WAL entry replays as (None for height markers)."""
+    if isinstance(entry, WalProposal):
+        with contextlib.suppress(Exception):
+            return PeerProposal(peer=None, proposal=entry.proposal,
+                                block=decode(Block, entry.block), raw=entry.block)
+        return None
+    if isinstance(entry, WalVote):
+        return PeerVote(peer=None, vote=entry.vote)
+    if isinstance(entry, WalTimeout):
+        return TimerFired(Timeout(height=entry.height, round=entry.round, step=entry.step))
+    return None
+
+
+def _height_of(item: Input) -> int:
+    if isinstance(item, PeerProposal):
+        return item.proposal.proposal.height
+    if isinstance(item, PeerVote):
+        return item.vote.vote.height
+    if isinstance(item, TimerFired):
+        return item.timeout.height
+    return -1
+

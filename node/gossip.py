@@ -1,0 +1,225 @@
+"""What a node does with each peer message, and what it re-announces periodically.
+
+Checks that need only the message and the validator set (decoding, signatures of
+current-height votes and proposals, tx signatures) happen here, before anything
+is queued, so a peer that sends forged data is cut off at once. Messages that
+pass are relayed to the other peers and handed to consensus, the mempool, the
+evidence pool or block sync.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from chain.codec import decode
+from chain.errors import DecodeError, InvalidTxSignature, MempoolError
+from chain.records import Block, SignedProposal, SignedVote, ValidatorSet
+from chain.signing import verify_proposal_signature, verify_vote_signature
+from consensus.errors import InvalidEvidence
+from node.consensus import PeerProposal, PeerVote
+from p2p.errors import Misbehaviour
+from p2p.messages import (
+    BlockRequest,
+    BlockResponse,
+    EvidenceMsg,
+    Message,
+    NoBlock,
+    ProposalMsg,
+    StatusMsg,
+    TxMsg,
+    VoteMsg,
+)
+from p2p.switch import PeerInfo
+from p2p.sync import serve_block_request
+
+log = logging.getLogger("gannet.gossip")
+BEHIND_GRACE_S = 1.0
+
+
+class NodePeers:
+    """The node's `p2p.switch.PeerHandler`."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._keys_height = -1
+        self._keys: dict[bytes, bytes] = {}
+        self._proposers: Any = None
+        self._ahead_since: dict[bytes, float] = {}
+
+    # --- PeerHandler ----------------------------------------------------------------
+
+    async def on_message(self, peer: PeerInfo, message: Message) -> None:
+        """Check, route and relay one message from `peer`."""
+        if isinstance(message, VoteMsg):
+            self._on_vote(peer, message)
+        elif isinstance(message, ProposalMsg):
+            self._on_proposal(peer, message)
+        elif isinstance(message, TxMsg):
+            await self._on_tx(message)
+        elif isinstance(message, EvidenceMsg):
+            self._on_evidence(peer, message)
+        elif isinstance(message, StatusMsg):
+            self._on_status(peer, message)
+        elif isinstance(message, BlockRequest):
+            self.node.switch.send(peer.node_id, serve_block_request(self.node.store, message))
+        elif isinstance(message, BlockResponse):
+            self.node.syncer.on_block_response(peer.node_id, message)
+        elif isinstance(message, NoBlock):
+            self.node.syncer.on_no_block(peer.node_id, message)
+
+    def on_connected(self, peer: PeerInfo) -> None:
+        """Bring a new peer up to date with the current round."""
+        for message in round_messages(self.node):
+            self.node.switch.send(peer.node_id, message)
+
+    def on_disconnected(self, peer: PeerInfo) -> None:
+        self._ahead_since.pop(peer.node_id, None)
+        if self.node.syncer is not None:
+            self.node.syncer.on_peer_gone(peer.node_id)
+
+    def local_status(self) -> StatusMsg:
+        return local_status(self.node)
+
+    # --- consensus messages ------------------------------------------------------------
+
+    def _on_vote(self, peer: PeerInfo, message: VoteMsg) -> None:
+        vote = message.vote.vote
+        if not self._relevant(vote.height):
+            return
+        if vote.height == self.node.head.height + 1:
+            self._check_vote(message.vote)
+        self._relay(peer, message)
+        if self.node.driver is not None:
+            self.node.driver.submit(PeerVote(peer=peer.node_id, vote=message.vote))
+
+    def _on_proposal(self, peer: PeerInfo, message: ProposalMsg) -> None:
+        proposal = message.proposal.proposal
+        if not self._relevant(proposal.height):
+            return
+        try:
+            block = decode(Block, message.block)
+        except DecodeError as exc:
+            raise Misbehaviour(f"undecodable proposed block: {exc}") from exc
+        if proposal.height == self.node.head.height + 1:
+            self._check_proposal(message.proposal)
+        self._relay(peer, message)
+        if self.node.driver is not None:
+            self.node.driver.submit(PeerProposal(peer=peer.node_id, proposal=message.proposal,
+                                                 block=block, raw=message.block))
+
+    def _relevant(self, height: int) -> bool:
+        """Consensus messages for the next two heights matter; older ones are stale."""
+        return self.node.head.height < height <= self.node.head.height + 2
+
+    def _check_vote(self, signed: SignedVote) -> None:
+        key = self._validator_keys().get(signed.vote.validator)
+        if key is None:
+            raise Misbehaviour("vote by a validator outside the set", ban=False)
+        if not verify_vote_signature(self.node.chain_id, signed, key):
+            raise Misbehaviour("vote signature does not verify")
+
+    def _check_proposal(self, signed: SignedProposal) -> None:
+        proposal = signed.proposal
+        key = self._validator_keys().get(proposal.proposer)
+        if key is None:
+            raise Misbehaviour("proposal by a validator outside the set", ban=False)
+        if not verify_proposal_signature(self.node.chain_id, signed, key):
+            raise Misbehaviour("proposal signature does not verify")
+
+    def _validator_keys(self) -> dict[bytes, bytes]:
+        height = self.node.head.height
+        if height != self._keys_height:
+            vset: ValidatorSet = self.node.validators_for_next_height()[0]
+            self._keys = {v.address: v.public_key for v in vset.validators}
+            self._keys_height = height
+        return self._keys
+
+    def _relay(self, peer: PeerInfo, message: Message) -> None:
+        self.node.switch.broadcast(message, exclude=peer.node_id)
+
+    # --- txs, evidence, status ------------------------------------------------------------
+
+    async def _on_tx(self, message: TxMsg) -> None:
+        try:
+            await self.node.admission.submit(message.tx)
+        except (DecodeError, InvalidTxSignature) as exc:
+            raise Misbehaviour(f"invalid tx: {exc}") from exc
+        except MempoolError:
+            pass  # known, outbid or out of nonce order: normal in gossip
+
+    def _on_evidence(self, peer: PeerInfo, message: EvidenceMsg) -> None:
+        try:
+            added = self.node.add_evidence(message.evidence)
+        except InvalidEvidence as exc:
+            raise Misbehaviour(f"invalid evidence: {exc}", ban=False) from exc
+        if added:
+            self._relay(peer, message)
+
+    def _on_status(self, peer: PeerInfo, status: StatusMsg) -> None:
+        node = self.node
+        if node.syncer is not None:
+            node.syncer.on_status(peer.node_id, status)
+        if status.height <= node.head.height:
+            self._ahead_since.pop(peer.node_id, None)
+            return
+        self._ahead_since.setdefault(peer.node_id, time.monotonic())
+        if status.height >= node.head.height + 2 and node.driver is not None:
+            node.driver.request_catch_up()
+        else:
+            self.check_behind()
+
+    def check_behind(self) -> None:
+        """Catch up when a peer has stayed ahead of our head for BEHIND_GRACE_S.
+
+        A peer one block ahead usually means it decided a moment before us; only
+        if that lasts do we fetch the block instead of waiting for the votes.
+        """
+        node = self.node
+        if node.driver is None:
+            return
+        now = time.monotonic()
+        statuses = {peer.node_id: peer.status for peer in node.switch.peers()}
+        for peer_id, since in list(self._ahead_since.items()):
+            status = statuses.get(peer_id)
+            if status is None or status.height <= node.head.height:
+                del self._ahead_since[peer_id]
+            elif now - since > BEHIND_GRACE_S:
+                node.driver.request_catch_up()
+                return
+
+
+def local_status(node: Any) -> StatusMsg:
+    """Our committed height, consensus round and step, and the lowest block we serve."""
+    engine = node.engine
+    return StatusMsg(height=node.head.height, round=engine.round, step=engine.step,
+                     base=1 if node.head.height else 0)
+
+
+def round_messages(node: Any) -> list[Message]:
+    """The current round's proposal and the votes we hold for this and the last round."""
+    engine = node.engine
+    if engine.height != node.head.height + 1:
+        return []
+    messages: list[Message] = []
+    current = engine.current_proposal()
+    if current is not None:
+        signed, _block = current
+        executed = node.app.executed(signed.proposal.block_hash)
+        if executed is not None:
+            messages.append(ProposalMsg(proposal=signed, block=executed.raw))
+    for round_ in sorted({max(engine.round - 1, 0), engine.round}):
+        messages.extend(VoteMsg(vote=v) for v in engine.votes_at(round_))
+    return messages
+
+
+def regossip(node: Any) -> None:
+    """Periodic duty: announce status, resend round messages, catch up if peers are ahead."""
+    switch = node.switch
+    if switch is None:
+        return
+    switch.broadcast(local_status(node))
+    for message in round_messages(node):
+        switch.broadcast(message)
+    node.peers_handler.check_behind()
