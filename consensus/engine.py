@@ -210,7 +210,6 @@ class Engine:
         self._proposals: dict[int, tuple[SignedProposal, Block]] = {}
         self._blocks: dict[bytes, Block] = {}
         self._validity: dict[bytes, bool] = {}
-        self._proposers: dict[int, bytes] = {}
         self._catchup: dict[bytes, int] = {}
         self._polka_done = self._prevote_timer_set = self._precommit_timer_set = False
 
@@ -218,7 +217,12 @@ class Engine:
 
     def start_height(self, height: int, validators: ValidatorSet,
                      proposer_of: Callable[[int], bytes]) -> list[Output]:
-        """Enter `height` at round 0 with its validator set, then replay buffered messages."""
+        """Enter `height` at round 0 with its validator set, then replay buffered messages.
+
+        `proposer_of(round)` names each round's proposer. It is asked at every round
+        start and for every validly signed proposal of an admitted round, so it
+        should be cheap for any round (memoise the weighted round robin).
+        """
         if self._started and height <= self.height:
             raise ValueError(f"start_height({height}) at height {self.height}: heights only grow")
         if sum(v.power for v in validators.validators) <= 0:
@@ -245,19 +249,20 @@ class Engine:
             raise UnknownValidator(f"proposer {proposal.proposer.hex()} is not a validator")
         if not self._admits_round(proposal.round, proposal.proposer):
             return []
-        expected = self._proposer(proposal.round)
+        held = self._proposals.get(proposal.round)
+        if held is not None and held[0] == signed:
+            return []  # the very proposal we hold
+        self._check_proposal_signature(signed)
+        expected = self._proposer_of(proposal.round)
         if proposal.proposer != expected:
             raise WrongProposer(f"round {proposal.round} proposer: expected {expected.hex()}, "
                                 f"got {proposal.proposer.hex()}")
-        held = self._proposals.get(proposal.round)
         if held is not None:
-            return self._on_second_proposal(held[0], signed, block)
-        self._check_proposal_signature(signed)
+            return self._on_second_proposal(signed, block)
         self._store_proposal(signed, block)
         return self._advance()
 
-    def _on_second_proposal(self, held: SignedProposal, signed: SignedProposal,
-                            block: Block) -> list[Output]:
+    def _on_second_proposal(self, signed: SignedProposal, block: Block) -> list[Output]:
         """A proposer that equivocates keeps its first proposal for the round's rules.
 
         The other block is still remembered when f+1 of the power precommitted it
@@ -265,9 +270,8 @@ class Engine:
         for it can be decided (line 49) by a node that first saw the other one.
         """
         key = signed.proposal.block_hash
-        if held == signed or key in self._blocks or not self._has_precommit_support(key):
+        if key in self._blocks or not self._has_precommit_support(key):
             return []
-        self._check_proposal_signature(signed)
         log.info("height %d round %d: proposer %s equivocated; keeping block %s for a commit",
                  self.height, signed.proposal.round, signed.proposal.proposer.hex(), key.hex())
         self._blocks[key] = block
@@ -291,7 +295,7 @@ class Engine:
             raise UnknownValidator(f"voter {vote.validator.hex()} is not a validator")
         if not self._admits_round(vote.round, vote.validator):
             return []
-        if self._votes.vote_set(vote.round, vote.vote_type).get(vote.validator) == signed:
+        if self._votes.counted_vote(vote.round, vote.vote_type, vote.validator) == signed:
             return []  # the very vote we count already: no need to verify it again
         if not verify_vote_signature(self.chain_id, signed, validator.public_key):
             raise BadMessageSignature(f"vote of {vote.validator.hex()} at height {vote.height} "
@@ -389,14 +393,6 @@ class Engine:
             self._catchup[sender] = self._catchup.get(sender, 0) + 1
         self._votes.note_sender(round_, sender)
 
-    def _proposer(self, round_: int) -> bytes:
-        """The proposer of `round_` at this height (asked of the driver once per round)."""
-        proposer = self._proposers.get(round_)
-        if proposer is None:
-            proposer = self._proposer_of(round_)
-            self._proposers[round_] = proposer
-        return proposer
-
     def _is_valid(self, key: bytes, block: Block) -> bool:
         """The paper's valid(v): the application's verdict on `block` (hash `key`), asked
         once per hash."""
@@ -430,7 +426,7 @@ class Engine:
         """StartRound (line 11): propose if it is our turn, else wait for a proposal."""
         self.round, self.step = round_, STEP_PROPOSE
         self._polka_done = self._prevote_timer_set = self._precommit_timer_set = False
-        if self._is_validator() and self._proposer(round_) == self.signer.address:
+        if self._is_validator() and self._proposer_of(round_) == self.signer.address:
             out = self._propose()
             if out:
                 return out

@@ -196,6 +196,11 @@ class HeightVotes:
         self._sets[key] = created
         return created
 
+    def counted_vote(self, round_: int, vote_type: int, validator: bytes) -> SignedVote | None:
+        """The first vote of `validator` for (`round_`, `vote_type`), if any (creates no set)."""
+        existing = self._sets.get((round_, vote_type))
+        return existing.get(validator) if existing is not None else None
+
     def prevotes(self, round_: int) -> VoteSet:
         """The prevotes of `round_`."""
         return self.vote_set(round_, VOTE_PREVOTE)

@@ -26,6 +26,7 @@ from chain.records import (
 )
 from chain.signing import sign_proposal, sign_vote
 from chain.types import ZERO_HASH
+from consensus import engine as engine_module
 from consensus.commit import validate_commit
 from consensus.engine import (
     MAX_CATCHUP_ROUNDS,
@@ -524,6 +525,20 @@ def test_past_and_far_future_heights_are_ignored_next_height_buffered() -> None:
     assert engine.locked_round == 0 and engine.current_proposal()[1] == w
     assert feed(engine, prevote(B, 0, v)) == []  # height 1 is past
     assert len(engine.votes_at(0)) == 4  # B, C and our prevote, our precommit
+
+
+def test_next_height_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "MAX_BUFFERED_VOTES", 2)
+    monkeypatch.setattr(engine_module, "MAX_BUFFERED_PROPOSALS", 1)
+    engine, _, _ = new_engine()
+    w = block(0, height=2)
+    feed(engine, proposal(0, w, height=2), proposal(1, block(1, height=2), height=2),
+         prevote(B, 0, w, height=2), prevote(B, 0, w, height=2), prevote(C, 0, w, height=2),
+         prevote(D, 0, w, height=2))
+    engine.start_height(2, VSET, proposer_of)
+    assert engine.current_proposal() == proposal(0, w, height=2)
+    prevoters = [s.vote.validator for s in engine.votes_at(0) if s.vote.vote_type == VOTE_PREVOTE]
+    assert prevoters == sorted([A, B, C])  # D's prevote did not fit in the buffer
 
 
 def test_start_height_drops_buffer_of_other_heights_and_heights_only_grow() -> None:
