@@ -16,16 +16,21 @@ from chain.errors import ChainError
 from chain.records import (
     DENOMS,
     RECEIPT_OK,
+    VOTE_PREVOTE,
     Block,
     Commit,
     Receipt,
     SignedTx,
+    Validator,
     block_hash,
     tx_hash,
 )
 from chain.signing import sender_address
+from chain.state import State
 from chain.types import UINT64_MAX
+from consensus.evidence import CommittedEvidence, Offence, committed_evidence
 from consensus.transition import spendable_gpu
+from consensus.validators import validator_set_at
 from node.rpc.errors import InvalidParams, NotFound, TxRejected
 from node.rpc.server import RpcLimits, RpcServer
 
@@ -72,6 +77,8 @@ class NodeApi:
             "gannet_getBlockByHash": self.get_block_by_hash,
             "gannet_estimateFee": self.estimate_fee,
             "gannet_getCommit": self.get_commit,
+            "gannet_getValidators": self.get_validators,
+            "gannet_getEvidence": self.get_evidence,
             "gannet_netInfo": self.net_info,
         }
 
@@ -191,6 +198,27 @@ class NodeApi:
             raise NotFound(f"no commit at height {height} (head is {self.node.head.height})")
         return commit_json(commit)
 
+    def get_validators(self, height: int | str = "latest") -> dict[str, Any]:
+        """The validator set that signs a height ("latest": the head; history reaches
+        head + 2, so the next two sets are visible before they take effect)."""
+        height = max(self._height(height), 1)
+        vset = validator_set_at(State(self.node.store.get_state), height)
+        if vset is None:
+            raise NotFound(f"no validator set for height {height} "
+                           f"(head is {self.node.head.height})")
+        total = sum(v.power for v in vset.validators)
+        return {"height": height, "total_power": str(total),
+                "validators": [validator_json(v) for v in vset.validators]}
+
+    def get_evidence(self, validator: str | None = None) -> dict[str, Any]:
+        """Committed double-sign evidence (of one validator, or all) and the pending count."""
+        address = None if validator is None else _address(validator)
+        committed = committed_evidence(self.node.store.iter_state, address)
+        return {
+            "pending": len(self.node.evidence),
+            "committed": [offence_json(offence, entry) for offence, entry in committed],
+        }
+
     def net_info(self) -> dict[str, Any]:
         """This node's p2p identity and its connected peers."""
         switch = self.node.switch
@@ -250,6 +278,20 @@ def commit_json(commit: Commit) -> dict[str, Any]:
         "signatures": [{"validator": encode_address(s.validator), "signature": _hex(s.signature)}
                        for s in commit.signatures],
     }
+
+
+def validator_json(v: Validator) -> dict[str, Any]:
+    """A validator as JSON."""
+    return {"address": encode_address(v.address), "public_key": _hex(v.public_key),
+            "power": str(v.power), "operator": encode_address(v.operator)}
+
+
+def offence_json(offence: Offence, entry: CommittedEvidence) -> dict[str, Any]:
+    """A committed offence: who, at which height/round/vote type, committed where."""
+    return {"validator": encode_address(offence.validator), "height": offence.height,
+            "round": offence.round,
+            "vote_type": "prevote" if offence.vote_type == VOTE_PREVOTE else "precommit",
+            "committed_at": entry.committed_at, "evidence_hash": _hex(entry.evidence_hash)}
 
 
 def peer_json(peer: Any) -> dict[str, Any]:

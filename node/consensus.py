@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chain.codec import decode, encode
+from chain.hashing import sha256
 from chain.records import Block, SignedProposal, SignedVote, block_hash
+from chain.signing import sign_vote
 from consensus.engine import (
     BroadcastProposal,
     BroadcastVote,
@@ -117,8 +120,9 @@ class ConsensusDriver:
 
     async def run(self, stopped: asyncio.Event) -> None:
         """Replay the WAL, start the next height, and handle inputs until `stopped`."""
+        _ended, entries = await asyncio.to_thread(self.wal.replay)
         await self._start_height(self.node.head.height + 1)
-        await self._replay()
+        await self._replay(entries)
         getter: asyncio.Task | None = None
         stop_waiter = asyncio.ensure_future(stopped.wait())
         try:
@@ -137,9 +141,8 @@ class ConsensusDriver:
             for timer in self._timers:
                 timer.cancel()
 
-    async def _replay(self) -> None:
+    async def _replay(self, entries: list[Any]) -> None:
         """Feed the WAL's entries for the unfinished height back into the engine."""
-        _ended, entries = await asyncio.to_thread(self.wal.replay)
         height = self.node.head.height + 1
         fed = 0
         for entry in entries:
@@ -206,8 +209,12 @@ class ConsensusDriver:
     async def _act(self, outputs: list[Output]) -> None:
         for out in outputs:
             if isinstance(out, BroadcastVote):
+                self._crash_point("after-sign", out.vote.vote.height)
                 await asyncio.to_thread(self.wal.write_sync, WalVote(vote=out.vote, own=1))
+                self._crash_point("after-wal", out.vote.vote.height)
                 self.network.broadcast(VoteMsg(vote=out.vote))
+                if self.node.equivocate is not None:
+                    self._equivocate(out.vote)
             elif isinstance(out, BroadcastProposal):
                 raw = self._raw_of(out.block)
                 await asyncio.to_thread(self.wal.write_sync,
@@ -219,6 +226,25 @@ class ConsensusDriver:
                 self.node.evidence_found(out.evidence)
             elif isinstance(out, Decide):
                 await self._decide(out)
+
+    def _crash_point(self, point: str, height: int) -> None:
+        """TEST FAULT: die here (as kill -9 would) when GANNET_FAULT_CRASH names this point."""
+        crash = self.node.crash_at
+        if crash is not None and crash == (point, height):
+            log.warning("TEST FAULT: crashing at %s height=%d", point, height)
+            os._exit(CRASH_EXIT_CODE)
+
+    def _equivocate(self, signed: SignedVote) -> None:
+        """TEST FAULT: also send a conflicting vote, signed around the double-sign guard."""
+        vote = signed.vote
+        if not self.node.equivocate.applies(vote.height):
+            return
+        other = sha256(b"equivocation" + vote.block_hash) if vote.block_hash else sha256(b"x")
+        conflicting = sign_vote(self.node.validator_key, self.node.chain_id,
+                                replace(vote, block_hash=other))
+        log.warning("TEST FAULT: equivocating at height=%d round=%d type=%d", vote.height,
+                    vote.round, vote.vote_type)
+        self.network.broadcast(VoteMsg(vote=conflicting))
 
     def _raw_of(self, block: Block) -> bytes:
         executed = self.node.app.executed(block_hash(block))
@@ -268,6 +294,52 @@ class ConsensusDriver:
             log.info("caught up height=%d (+%d blocks)", after, after - before)
             await asyncio.to_thread(self.wal.end_height, after)
             await self._start_height(after + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationFault:
+    """Test-only fault: the heights at which this validator double-signs on purpose.
+
+    Set by the environment variable GANNET_FAULT_EQUIVOCATE: "all", or heights
+    separated by commas. A real validator never sets it; the node logs a warning
+    at start when it is set.
+    """
+
+    heights: frozenset[int] | None  # None: every height
+
+    @classmethod
+    def from_env(cls, value: str | None) -> EquivocationFault | None:
+        if not value:
+            return None
+        if value.strip() == "all":
+            return cls(None)
+        try:
+            return cls(frozenset(int(part) for part in value.split(",")))
+        except ValueError as exc:
+            raise ValueError(f"{EQUIVOCATE_ENV} must be 'all' or heights like '5,9', "
+                             f"got {value!r}") from exc
+
+    def applies(self, height: int) -> bool:
+        return self.heights is None or height in self.heights
+
+
+EQUIVOCATE_ENV = "GANNET_FAULT_EQUIVOCATE"
+CRASH_ENV = "GANNET_FAULT_CRASH"
+CRASH_POINTS = ("after-sign", "after-wal")
+CRASH_EXIT_CODE = 99
+
+
+def crash_point_from_env(value: str | None) -> tuple[str, int] | None:
+    """Test-only fault GANNET_FAULT_CRASH="<point>:<height>": exit at the first own vote
+    of that height, right after signing ("after-sign": signed and sign state fsynced,
+    nothing in the WAL or sent) or after the WAL ("after-wal": durable, not sent)."""
+    if not value:
+        return None
+    point, _, height = value.partition(":")
+    if point not in CRASH_POINTS or not height.isdigit():
+        raise ValueError(f"{CRASH_ENV} must be <point>:<height> with point one of "
+                         f"{', '.join(CRASH_POINTS)}; got {value!r}")
+    return point, int(height)
 
 
 def _input_of(entry: Any) -> Input | None:

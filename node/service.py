@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +53,13 @@ from genesis.state import genesis_head, genesis_writes
 from node.admission import TxAdmission
 from node.app import BlockLimits, ChainApp, Executed
 from node.config import HomePaths, NodeConfig
-from node.consensus import ConsensusDriver
+from node.consensus import (
+    CRASH_ENV,
+    EQUIVOCATE_ENV,
+    ConsensusDriver,
+    EquivocationFault,
+    crash_point_from_env,
+)
 from node.gossip import NodePeers
 from node.keys import load_or_create_node_key
 from node.rpc.server import RpcLimits, RpcServer
@@ -101,6 +108,7 @@ class Node:
         self.store = open_store(paths, genesis, config.store.cache_mb << 20)
         self.head: Head = self.store.head()
         self.signer = self._open_signer(skip_double_sign_check)
+        self.equivocate, self.crash_at = self._test_faults()
         self.verifier = SignatureVerifier()
         self.mempool = Mempool(self.chain_id, self.committed_account, self.verifier,
                                mempool_limits(config), min_fee=self.min_fee)
@@ -142,6 +150,24 @@ class Node:
         if skip_check:
             log.warning("double-sign check SKIPPED (--unsafe-skip-double-sign-check)")
         return FileSigner(self.validator_key, self.chain_id, path)
+
+    def _test_faults(self) -> tuple[EquivocationFault | None, tuple[str, int] | None]:
+        """Faults that tests switch on by environment variable (off otherwise)."""
+        try:
+            fault = EquivocationFault.from_env(os.environ.get(EQUIVOCATE_ENV))
+            crash_at = crash_point_from_env(os.environ.get(CRASH_ENV))
+        except ValueError as exc:
+            self.store.close()
+            raise NodeError(str(exc)) from exc
+        if fault is not None:
+            if self.validator_key is None:
+                self.store.close()
+                raise NodeError(f"{EQUIVOCATE_ENV} needs a validator key")
+            log.warning("TEST FAULT %s is set: this validator will double-sign on purpose",
+                        EQUIVOCATE_ENV)
+        if crash_at is not None:
+            log.warning("TEST FAULT %s is set: the node exits at %s", CRASH_ENV, crash_at)
+        return fault, crash_at
 
     # --- reads used by RPC, the mempool and consensus ----------------------------
 
