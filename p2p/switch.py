@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +46,7 @@ from p2p.addrbook import (
     validate_peer_address,
 )
 from p2p.errors import (
+    BadHelloProof,
     HandshakeError,
     InvalidPeerAddress,
     Misbehaviour,
@@ -182,7 +184,11 @@ def compute_dialer(own_id: bytes, peer_id: bytes, outbound: bool) -> bytes:
 
 
 class Switch:
-    """The node's peer-to-peer service (see the module docstring)."""
+    """The node's peer-to-peer service (see the module docstring).
+
+    Single use: `start` once, `stop` once. `broadcast`, `send` and `ban` must be
+    called on the event loop the switch runs on; they never block.
+    """
 
     def __init__(self, node_key: SigningKey, chain_id: str, genesis_hash: bytes,
                  config: SwitchConfig, handler: PeerHandler, moniker: str = "") -> None:
@@ -338,8 +344,8 @@ class Switch:
 
     @staticmethod
     def _now() -> float:
-        """The event loop's monotonic clock."""
-        return asyncio.get_running_loop().time()
+        """The monotonic clock (what asyncio's default loop uses), readable off the loop too."""
+        return time.monotonic()
 
     # --- inbound ------------------------------------------------------------------
 
@@ -430,13 +436,12 @@ class Switch:
             log.debug("%s handshake with %s: %s", direction, host, exc)
             return
         log.info("%s handshake with %s failed: %s", direction, host, exc)
-        node_id = getattr(exc, "node_id", None)
-        if exc.ban and node_id is not None:
+        if isinstance(exc, BadHelloProof):
             # The id is unproven, so the ban binds it to this host only: a forger
             # elsewhere cannot get an honest node banned.
             now = self._now()
-            self._bans.ban((node_id, host), now + self.config.ban_s, now)
-            log.warning("node %s from %s banned for %g s: %s", node_id.hex(), host,
+            self._bans.ban((exc.node_id, host), now + self.config.ban_s, now)
+            log.warning("node %s from %s banned for %g s: %s", exc.node_id.hex(), host,
                         self.config.ban_s, exc)
 
     def _register(self, peer: Peer) -> None:
@@ -476,8 +481,9 @@ class Switch:
                                            self.config.idle_timeout_s)
                 await self._on_frame(peer, data)
             except PeerClosed as exc:
-                return writer.result() if writer.done() and not writer.cancelled() \
-                    else str(exc)
+                # A failed write aborts the link; its reason is the better one.
+                failed_write = writer.done() and not writer.cancelled()
+                return writer.result() if failed_write else str(exc)
             except Misbehaviour as exc:
                 if self._punish(peer, exc):
                     return f"misbehaviour: {exc.reason}"

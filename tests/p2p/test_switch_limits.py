@@ -49,6 +49,13 @@ def test_other_network_is_refused_without_a_ban(raw_kwargs: dict, expected: str)
     asyncio.run(scenario())
 
 
+async def read_until_cut(reader: asyncio.StreamReader) -> None:
+    """Read until the server ends the connection (a FIN or, after an abort, a reset)."""
+    with contextlib.suppress(ConnectionResetError):
+        while await reader.read(4096):
+            pass
+
+
 def test_bad_proof_bans_that_node_id_from_that_host() -> None:
     async def scenario() -> None:
         a = make_node()
@@ -85,14 +92,12 @@ async def misbehave(frame: bytes, text: bool = False, **config: object) -> None:
         try:
             await raw.handshake(a.switch.port)
             await wait_for(lambda: len(a.switch.peers()) == 1)
-            started = time.monotonic()
             if text:
                 await raw.ws.send_str(frame.decode())
             else:
                 await raw.ws.send_bytes(frame)
-            await raw.wait_closed(timeout=1.0)
             await wait_for(lambda: a.switch.is_banned(key.public_key), timeout=1.0)
-            assert time.monotonic() - started < 1.0
+            await raw.wait_closed()
             assert a.switch.peers() == [] and a.handler.disconnected == [key.public_key]
             await again.open(a.switch.port)
             await again.ws.send_bytes(encode_frame(make_hello(again.local, bytes(32))))
@@ -184,10 +189,9 @@ def test_a_sustained_flood_disconnects_and_bans() -> None:
             try:
                 await raw.handshake(a.switch.port)
                 frame = encode_frame(tx("same"))  # the rate check comes before dedup
-                for _ in range(300):
-                    if raw.ws.closed:
-                        break
-                    await raw.ws.send_bytes(frame)
+                with contextlib.suppress(ConnectionError):  # the switch may cut us off early
+                    for _ in range(300):
+                        await raw.ws.send_bytes(frame)
                 await wait_for(lambda: a.switch.is_banned(raw.node_id))
                 await raw.wait_closed()
             finally:
@@ -238,7 +242,7 @@ def test_slowloris_connections_are_capped_and_cut_at_their_deadline() -> None:
                 writer2.close()
                 # Cut at its deadline, bytes flowing or not (aiohttp's own keep-alive
                 # timer, armed at the accept, may cut it first: both are 0.25 s here).
-                assert await asyncio.wait_for(reader.read(), 2.0) == b""
+                await asyncio.wait_for(read_until_cut(reader), 2.0)
                 assert 0.2 < time.monotonic() - started < 1.5
             finally:
                 dribbler.cancel()
