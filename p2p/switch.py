@@ -161,7 +161,11 @@ class PeerHandler(Protocol):
     """What the node provides to the switch."""
 
     async def on_message(self, peer: PeerInfo, message: Message) -> None:
-        """A message from `peer`, in its arrival order; may raise Misbehaviour."""
+        """A message from `peer`, in its arrival order; may raise Misbehaviour.
+
+        The peer's next frame is read only when this returns, so slow work belongs
+        elsewhere (a link that stays unread for `idle_timeout_s` is cut by the peer).
+        """
 
     def on_connected(self, peer: PeerInfo) -> None:
         """`peer` completed the handshake."""
