@@ -214,8 +214,6 @@ class Node:
             log.info("rpc listening url=http://%s:%d", self.config.rpc.host, self.rpc.port)
             await self._start_p2p()
             await self._initial_sync()
-            self.driver = ConsensusDriver(self, self.engine, self.wal, self.switch,
-                                          self.config.consensus.block_time_ms)
             self._describe_role()
             ticker = asyncio.ensure_future(self._gossip_ticker())
             try:
@@ -232,6 +230,11 @@ class Node:
                              moniker=self.config.moniker)
         self.syncer = BlockSyncer(self.switch.send, self.switch.ban, self.apply_synced,
                                   lambda: self.head.height)
+        # The driver exists before the first peer does, so consensus messages that
+        # arrive during the initial sync wait in its inbox: peers mark what they sent
+        # as known and would never send it again, so dropping it can stall a round.
+        self.driver = ConsensusDriver(self, self.engine, self.wal, self.switch,
+                                      self.config.consensus.block_time_ms)
         await self.switch.start()
         log.info("p2p listening node_id=%s port=%d peers=%d", self.node_key.public_key.hex(),
                  self.switch.port, len(self.config.p2p.persistent_peers))
