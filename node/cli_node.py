@@ -38,7 +38,12 @@ from node.config import (
     load_config,
     save_config,
 )
-from node.keys import KeyFileError, load_key_file, load_or_create_node_key, save_key_file
+from node.keys import (
+    KeyFileError,
+    create_validator_files,
+    load_key_file,
+    load_or_create_node_key,
+)
 from node.logs import configure_logging
 from node.service import Node, NodeError
 
@@ -69,7 +74,7 @@ def init_cmd(home: Path, chain_id: str, moniker: str, rpc_port: int, p2p_port: i
     if paths.config_file.exists():
         raise click.ClickException(f"{paths.config_file} already exists")
     key = SigningKey.generate()
-    _guard(save_key_file, paths.validator_key_file, key)
+    _guard(create_validator_files, paths.validator_key_file, paths.sign_state_file, key)
     _guard(load_or_create_node_key, paths.node_key_file)
     save_config(paths.config_file, NodeConfig(moniker=moniker, rpc=RpcConfig(port=rpc_port),
                                               p2p=P2PConfig(port=p2p_port)))
@@ -126,7 +131,8 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int,
     """Create a devnet home: validator key, node key, dev account keystore, genesis, config."""
     validator = SigningKey.generate()
     dev = SigningKey.generate()
-    _guard(save_key_file, paths.validator_key_file, validator)
+    _guard(create_validator_files, paths.validator_key_file, paths.sign_state_file,
+           validator)
     _guard(load_or_create_node_key, paths.node_key_file)
     _guard(save_keystore, paths.home / DEV_KEY_NAME, dev, "", scrypt_n=2**14)
     # The genesis block-time target matches the devnet's pace, so every duration

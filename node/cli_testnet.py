@@ -41,7 +41,7 @@ from node.config import (
     RpcConfig,
     save_config,
 )
-from node.keys import KeyFileError, save_key_file
+from node.keys import KeyFileError, create_validator_files, save_key_file
 
 SUMMARY_FILE = "testnet.json"
 ACCOUNTS_DIR = "accounts"
@@ -108,7 +108,7 @@ def write_testnet(output: Path, testnet: Testnet, block_time_ms: int) -> None:
 def write_node_home(paths: HomePaths, testnet: Testnet, node: TestnetNode,
                     block_time_ms: int) -> None:
     """One node home: keys, the shared genesis, and a config wired to every other node."""
-    save_key_file(paths.validator_key_file, node.validator_key)
+    create_validator_files(paths.validator_key_file, paths.sign_state_file, node.validator_key)
     save_key_file(paths.node_key_file, node.node_key)
     dump_genesis(testnet.genesis, paths.genesis_file)
     save_config(paths.config_file, node_config(node, block_time_ms))

@@ -16,6 +16,7 @@ from pathlib import Path
 from chain.address import address_from_public_key, encode_address
 from chain.crypto import CryptoError, SigningKey
 from chain.files import write_file_atomic
+from consensus.privval import init_sign_state
 
 
 class KeyFileError(Exception):
@@ -53,3 +54,13 @@ def load_or_create_node_key(path: Path) -> SigningKey:
     key = SigningKey.generate()
     save_key_file(path, key)
     return key
+
+
+def create_validator_files(key_file: Path, sign_state_file: Path, key: SigningKey) -> None:
+    """Write a new validator's key file and its zero sign state (nothing signed yet).
+
+    A validator home always has both: a node finding the key without the sign state
+    cannot know what the key signed before, and refuses to validate.
+    """
+    save_key_file(key_file, key)
+    init_sign_state(sign_state_file)

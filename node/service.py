@@ -33,11 +33,11 @@ from chain.records import (
     ValidatorSet,
     block_hash,
 )
-from chain.state import ACCOUNT_PREFIX, State
+from chain.state import ACCOUNT_PREFIX, NEXT_VALIDATORS_KEY, State
 from chain.store import BlockStore, Head
 from consensus.commit import validate_commit
 from consensus.engine import Engine, TimeoutConfig
-from consensus.errors import InvalidCommit
+from consensus.errors import InvalidCommit, SignStateBehind, SignStateCorrupted
 from consensus.evidence import EvidencePool
 from consensus.privval import (
     FileSigner,
@@ -133,20 +133,29 @@ class Node:
         self._listeners: list = []
 
     def _open_signer(self, skip_check: bool) -> FileSigner | None:
-        """The validator's signer, after proving its sign state cannot double sign."""
+        """The validator's signer, after checking its sign state cannot double sign.
+
+        Refused: no sign state (homes are created with one), or a chain that holds
+        this key's signatures past what the sign state records.
+        """
         if self.validator_key is None:
             return None
         path = self.paths.sign_state_file
         try:
             state = load_sign_state(path)
-            if state is None and (self.head.height == 0 or skip_check):
+            if state is None and skip_check:
                 init_sign_state(path)
+            elif state is None:
+                raise SignStateBehind(
+                    "the validator key has no sign state, so nothing says what it signed "
+                    "before; restore the sign state file, or start with "
+                    "--unsafe-skip-double-sign-check once the chain is past anything it signed")
             elif not skip_check:
                 check_double_sign_risk(state, self.head.height,
                                        own_signed_heights(self.store, self.validator_address))
-        except Exception as exc:
+        except (SignStateBehind, SignStateCorrupted, OSError) as exc:
             self.store.close()
-            raise NodeError(str(exc)) from exc
+            raise NodeError(f"{exc} (sign state: {path})") from exc
         if skip_check:
             log.warning("double-sign check SKIPPED (--unsafe-skip-double-sign-check)")
         return FileSigner(self.validator_key, self.chain_id, path)
@@ -407,6 +416,12 @@ def open_store(paths: HomePaths, genesis: Genesis, cache_bytes: int) -> BlockSto
         raise NodeError(
             f"genesis mismatch: the data in {paths.store_dir} was created with genesis "
             f"{mark.genesis_hash.hex()}, but {paths.genesis_file} has hash {want.hex()}")
+    elif store.get_state(NEXT_VALIDATORS_KEY) is None:
+        store.close()
+        raise NodeError(
+            f"the data in {paths.store_dir} was written by an older Gannet without the "
+            "validator-set history consensus needs; start from genesis again (for a "
+            "devnet: `gannet devnet --reset`)")
     return store
 
 

@@ -92,6 +92,12 @@ def test_unknown_method(node: DevnetProcess) -> None:
     ("gannet_getTransaction", [None]),
     ("gannet_getTransaction", ["0x" + "00" * 31]),
     ("gannet_status", [1]),
+    ("gannet_getCommit", ["abc"]),
+    ("gannet_getCommit", [-1]),
+    ("gannet_getValidators", [1.5]),
+    ("gannet_getEvidence", ["gnt1notanaddress"]),
+    ("gannet_getEvidence", [7]),
+    ("gannet_netInfo", [1]),
 ])
 def test_wrong_params_are_invalid_params(node: DevnetProcess, method: str,
                                          params: list[Any]) -> None:
@@ -105,6 +111,28 @@ def test_missing_objects_are_not_found(node: DevnetProcess) -> None:
     assert _error(node, "gannet_getBlockByHash", "0x" + "ab" * 32).code == -32001
     unknown = node.rpc("gannet_getTransaction", "0x" + "cd" * 32)
     assert unknown["status"] == "unknown"
+
+
+def test_consensus_views_of_a_single_validator_devnet(node: DevnetProcess) -> None:
+    wait_until(lambda: node.rpc("gannet_blockNumber") >= 2, 10, "two blocks")
+    status = node.rpc("gannet_status")
+    assert status["syncing"] is False and status["peers"] == 0
+    assert status["consensus"]["height"] >= status["height"]
+    validators = node.rpc("gannet_getValidators")
+    (only,) = validators["validators"]
+    assert only["power"] == validators["total_power"]
+    assert only["address"] == status["validator"]
+    commit = node.rpc("gannet_getCommit", 1)
+    block = node.rpc("gannet_getBlockByNumber", 1)
+    assert commit["height"] == 1 and commit["block_hash"] == block["hash"]
+    assert [s["validator"] for s in commit["signatures"]] == [status["validator"]]
+    assert node.rpc("gannet_getBlockByNumber", 2)["last_commit"]["block_hash"] == block["hash"]
+    assert node.rpc("gannet_getEvidence") == {"pending": 0, "committed": []}
+    net = node.rpc("gannet_netInfo")
+    assert net["node_id"] == status["node_id"] and net["peers"] == []
+    assert isinstance(net["listen_port"], int) and net["listen_port"] > 0
+    assert _error(node, "gannet_getCommit", status["height"] + 10_000).code == -32001
+    assert _error(node, "gannet_getValidators", status["height"] + 10_000).code == -32001
 
 
 def test_oversize_body_is_a_json_rpc_error(node: DevnetProcess) -> None:
