@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -84,6 +85,20 @@ class CatchUp:
 Input = PeerProposal | PeerVote | TimerFired | StartHeight | CatchUp
 
 
+@dataclass(frozen=True, slots=True)
+class RoundSnapshot:
+    """What the engine holds for its current round: for re-gossip and catch-up."""
+
+    height: int
+    round: int
+    step: int
+    proposal: ProposalMsg | None
+    votes: tuple[SignedVote, ...]
+
+
+EMPTY_SNAPSHOT = RoundSnapshot(height=0, round=0, step=0, proposal=None, votes=())
+
+
 class ConsensusDriver:
     """Feeds the engine and carries out its outputs for one node."""
 
@@ -98,6 +113,7 @@ class ConsensusDriver:
         self._height_started = time.monotonic()
         self._timers: set[asyncio.TimerHandle] = set()
         self._catching_up = False
+        self.snapshot = EMPTY_SNAPSHOT
 
     # --- inputs ------------------------------------------------------------------
 
@@ -168,7 +184,7 @@ class ConsensusDriver:
         if not from_wal:
             await self._log_input(item)
         try:
-            outputs = await asyncio.to_thread(self._feed, item)
+            outputs = await self._call(self._feed, item)
         except InvalidMessage as exc:
             peer = getattr(item, "peer", None)
             log.warning("invalid consensus message from %s: %s",
@@ -201,8 +217,34 @@ class ConsensusDriver:
     async def _start_height(self, height: int) -> None:
         self._height_started = time.monotonic()
         vset, proposer_of = self.node.validators_for_next_height()
-        outputs = await asyncio.to_thread(self.engine.start_height, height, vset, proposer_of)
+        outputs = await self._call(self.engine.start_height, height, vset, proposer_of)
         await self._act(outputs)
+
+    async def _call(self, fn: Callable[..., list[Output]], *args: Any) -> list[Output]:
+        """Run one engine call on a worker thread and refresh the round snapshot.
+
+        The snapshot is taken on the same thread right after the call, so other
+        tasks read a consistent, immutable view instead of the engine's live state.
+        """
+        def call() -> tuple[list[Output], RoundSnapshot]:
+            outputs = fn(*args)
+            return outputs, self._take_snapshot()
+
+        outputs, self.snapshot = await asyncio.to_thread(call)
+        return outputs
+
+    def _take_snapshot(self) -> RoundSnapshot:
+        engine = self.engine
+        rounds = sorted({max(engine.round - 1, 0), engine.round})
+        votes = tuple(vote for r in rounds for vote in engine.votes_at(r))
+        proposal = None
+        current = engine.current_proposal()
+        if current is not None:
+            executed = self.node.app.executed(current[0].proposal.block_hash)
+            if executed is not None:
+                proposal = ProposalMsg(proposal=current[0], block=executed.raw)
+        return RoundSnapshot(height=engine.height, round=engine.round, step=engine.step,
+                             proposal=proposal, votes=votes)
 
     # --- outputs -------------------------------------------------------------------
 

@@ -21,12 +21,14 @@ from consensus.errors import InvalidEvidence
 from node.consensus import PeerProposal, PeerVote
 from p2p.errors import Misbehaviour
 from p2p.messages import (
+    MAX_ROUND_STATE_VOTES,
     BlockRequest,
     BlockResponse,
     EvidenceMsg,
     Message,
     NoBlock,
     ProposalMsg,
+    RoundStateMsg,
     StatusMsg,
     TxMsg,
     VoteMsg,
@@ -36,6 +38,7 @@ from p2p.sync import serve_block_request
 
 log = logging.getLogger("gannet.gossip")
 BEHIND_GRACE_S = 1.0
+STUCK_S = 2.0
 
 
 class NodePeers:
@@ -47,6 +50,7 @@ class NodePeers:
         self._keys: dict[bytes, bytes] = {}
         self._proposers: Any = None
         self._ahead_since: dict[bytes, float] = {}
+        self._stuck_since: dict[bytes, tuple[tuple[int, int, int] | None, float]] = {}
 
     # --- PeerHandler ----------------------------------------------------------------
 
@@ -62,6 +66,8 @@ class NodePeers:
             self._on_evidence(peer, message)
         elif isinstance(message, StatusMsg):
             self._on_status(peer, message)
+        elif isinstance(message, RoundStateMsg):
+            self._on_round_state(peer, message)
         elif isinstance(message, BlockRequest):
             self.node.switch.send(peer.node_id, serve_block_request(self.node.store, message))
         elif isinstance(message, BlockResponse):
@@ -76,6 +82,7 @@ class NodePeers:
 
     def on_disconnected(self, peer: PeerInfo) -> None:
         self._ahead_since.pop(peer.node_id, None)
+        self._stuck_since.pop(peer.node_id, None)
         if self.node.syncer is not None:
             self.node.syncer.on_peer_gone(peer.node_id)
 
@@ -84,17 +91,18 @@ class NodePeers:
 
     # --- consensus messages ------------------------------------------------------------
 
-    def _on_vote(self, peer: PeerInfo, message: VoteMsg) -> None:
+    def _on_vote(self, peer: PeerInfo, message: VoteMsg, relay: bool = True) -> None:
         vote = message.vote.vote
         if not self._relevant(vote.height):
             return
         if vote.height == self.node.head.height + 1:
             self._check_vote(message.vote)
-        self._relay(peer, message)
+        if relay:
+            self._relay(peer, message)
         if self.node.driver is not None:
             self.node.driver.submit(PeerVote(peer=peer.node_id, vote=message.vote))
 
-    def _on_proposal(self, peer: PeerInfo, message: ProposalMsg) -> None:
+    def _on_proposal(self, peer: PeerInfo, message: ProposalMsg, relay: bool = True) -> None:
         proposal = message.proposal.proposal
         if not self._relevant(proposal.height):
             return
@@ -104,10 +112,42 @@ class NodePeers:
             raise Misbehaviour(f"undecodable proposed block: {exc}") from exc
         if proposal.height == self.node.head.height + 1:
             self._check_proposal(message.proposal)
-        self._relay(peer, message)
+        if relay:
+            self._relay(peer, message)
         if self.node.driver is not None:
             self.node.driver.submit(PeerProposal(peer=peer.node_id, proposal=message.proposal,
                                                  block=block, raw=message.block))
+
+    def _on_round_state(self, peer: PeerInfo, message: RoundStateMsg) -> None:
+        """A peer's round, sent because we looked stuck: take each part, relay nothing."""
+        for proposal in message.proposals:
+            self._on_proposal(peer, proposal, relay=False)
+        for vote in message.votes:
+            self._on_vote(peer, VoteMsg(vote=vote), relay=False)
+
+    def help_stuck_peers(self) -> None:
+        """Send our round directly to peers whose consensus status has not moved lately.
+
+        A peer stuck at our height may have dropped (and deduplicated away) a vote
+        it needs; Tendermint's liveness assumes every vote eventually arrives.
+        """
+        node = self.node
+        now = time.monotonic()
+        state: RoundStateMsg | None = None
+        for peer in node.switch.peers():
+            status = peer.status
+            if status is None or status.height + 1 != node.engine.height:
+                self._stuck_since.pop(peer.node_id, None)
+                continue
+            key = (status.height, status.round, status.step)
+            seen_key, since = self._stuck_since.get(peer.node_id, (None, now))
+            if seen_key != key:
+                self._stuck_since[peer.node_id] = (key, now)
+            elif now - since >= STUCK_S:
+                state = state or round_state(node)
+                if state is not None:
+                    node.switch.send(peer.node_id, state)
+                self._stuck_since[peer.node_id] = (key, now)
 
     def _relevant(self, height: int) -> bool:
         """Consensus messages for the next two heights matter; older ones are stale."""
@@ -199,19 +239,21 @@ def local_status(node: Any) -> StatusMsg:
 
 def round_messages(node: Any) -> list[Message]:
     """The current round's proposal and the votes we hold for this and the last round."""
-    engine = node.engine
-    if engine.height != node.head.height + 1:
+    snapshot = node.driver.snapshot if node.driver is not None else None
+    if snapshot is None or snapshot.height != node.head.height + 1:
         return []
-    messages: list[Message] = []
-    current = engine.current_proposal()
-    if current is not None:
-        signed, _block = current
-        executed = node.app.executed(signed.proposal.block_hash)
-        if executed is not None:
-            messages.append(ProposalMsg(proposal=signed, block=executed.raw))
-    for round_ in sorted({max(engine.round - 1, 0), engine.round}):
-        messages.extend(VoteMsg(vote=v) for v in engine.votes_at(round_))
+    messages: list[Message] = [] if snapshot.proposal is None else [snapshot.proposal]
+    messages.extend(VoteMsg(vote=v) for v in snapshot.votes)
     return messages
+
+
+def round_state(node: Any) -> RoundStateMsg | None:
+    """Our round's proposal and votes in one direct message, for a peer stuck in it."""
+    snapshot = node.driver.snapshot if node.driver is not None else None
+    if snapshot is None or snapshot.height != node.head.height + 1:
+        return None
+    proposals = () if snapshot.proposal is None else (snapshot.proposal,)
+    return RoundStateMsg(proposals=proposals, votes=snapshot.votes[:MAX_ROUND_STATE_VOTES])
 
 
 def regossip(node: Any) -> None:
@@ -222,4 +264,5 @@ def regossip(node: Any) -> None:
     switch.broadcast(local_status(node))
     for message in round_messages(node):
         switch.broadcast(message)
+    node.peers_handler.help_stuck_peers()
     node.peers_handler.check_behind()

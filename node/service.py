@@ -278,7 +278,10 @@ class Node:
 
         while True:
             await asyncio.sleep(gossip_interval_s(self.config))
-            regossip(self)
+            try:
+                regossip(self)
+            except Exception:  # a bug here must not silence the node's periodic duties
+                log.exception("periodic gossip failed")
 
     async def _shutdown(self) -> None:
         if self.switch is not None:

@@ -10,6 +10,10 @@ Handshake (`Hello`, `HelloProof`) comes first on every connection; after it:
 - gossip: `TxMsg`, `ProposalMsg`, `VoteMsg`, `EvidenceMsg` (flooded, deduplicated);
 - state: `StatusMsg` (a peer's committed height, consensus round and step,
   lowest block it serves), sent on connect, on every new height and periodically;
+- round catch-up: `RoundStateMsg`, the proposal and votes of a round, sent
+  directly (never deduplicated) to a peer whose status shows it stuck in the
+  round: gossip deduplication means a message a peer once dropped is never
+  flooded to it again, and Tendermint's liveness needs every vote delivered;
 - block sync: `BlockRequest` → `BlockResponse` or `NoBlock`;
 - peer exchange: `PexRequest` → `PexAddrs`.
 """
@@ -119,6 +123,17 @@ class StatusMsg(Record):
     base: Annotated[int, U64]
 
 
+MAX_ROUND_STATE_VOTES = 4 * 1024
+
+
+@record
+class RoundStateMsg(Record):
+    """The sender's proposal (at most one) and votes for its current height's rounds."""
+
+    proposals: Annotated[tuple[ProposalMsg, ...], ListOf(ProposalMsg, 1)]
+    votes: Annotated[tuple[SignedVote, ...], ListOf(SignedVote, MAX_ROUND_STATE_VOTES)]
+
+
 # --- block sync ---------------------------------------------------------------
 
 
@@ -176,6 +191,7 @@ MESSAGES = OneOf((
     (12, VoteMsg),
     (13, EvidenceMsg),
     (14, StatusMsg),
+    (15, RoundStateMsg),
     (20, BlockRequest),
     (21, BlockResponse),
     (22, NoBlock),
@@ -184,7 +200,7 @@ MESSAGES = OneOf((
 ))
 
 Message = (Hello | HelloProof | TxMsg | ProposalMsg | VoteMsg | EvidenceMsg | StatusMsg
-           | BlockRequest | BlockResponse | NoBlock | PexRequest | PexAddrs)
+           | RoundStateMsg | BlockRequest | BlockResponse | NoBlock | PexRequest | PexAddrs)
 
 
 @record

@@ -1,0 +1,144 @@
+"""The node's peer handler: stuck peers get our round directly; forged data does not pass."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from chain.address import address_from_public_key
+from chain.crypto import SigningKey
+from chain.records import VOTE_PREVOTE, Validator, ValidatorSet, Vote
+from chain.signing import sign_vote
+from node import gossip
+from node.consensus import PeerVote, RoundSnapshot
+from node.gossip import NodePeers
+from p2p.errors import Misbehaviour
+from p2p.messages import RoundStateMsg, StatusMsg, VoteMsg
+from p2p.switch import PeerInfo
+
+CHAIN = "gossip-test"
+KEY = SigningKey.from_seed(bytes(range(32)))
+ADDRESS = address_from_public_key(KEY.public_key)
+VSET = ValidatorSet(validators=(Validator(address=ADDRESS, public_key=KEY.public_key,
+                                          power=10, operator=ADDRESS),))
+
+
+def _vote(height: int) -> Any:
+    return sign_vote(KEY, CHAIN, Vote(vote_type=VOTE_PREVOTE, height=height, round=0,
+                                      block_hash=b"", validator=ADDRESS))
+
+
+@dataclass
+class FakeSwitch:
+    peer_list: list[PeerInfo] = field(default_factory=list)
+    sent: list[tuple[bytes, Any]] = field(default_factory=list)
+    broadcasts: list[Any] = field(default_factory=list)
+
+    def peers(self) -> list[PeerInfo]:
+        return self.peer_list
+
+    def send(self, peer_id: bytes, message: Any) -> bool:
+        self.sent.append((peer_id, message))
+        return True
+
+    def broadcast(self, message: Any, exclude: bytes | None = None) -> int:
+        self.broadcasts.append(message)
+        return 1
+
+
+@dataclass
+class FakeDriver:
+    snapshot: RoundSnapshot
+    queued: list[Any] = field(default_factory=list)
+
+    def submit(self, item: Any) -> bool:
+        self.queued.append(item)
+        return True
+
+
+@dataclass
+class FakeHead:
+    height: int
+
+
+@dataclass
+class FakeEngine:
+    height: int
+
+
+class FakeNode:
+    chain_id = CHAIN
+
+    def __init__(self, head: int) -> None:
+        self.head = FakeHead(head)
+        self.engine = FakeEngine(head + 1)
+        self.switch = FakeSwitch()
+        self.driver = FakeDriver(RoundSnapshot(height=head + 1, round=0, step=2,
+                                               proposal=None, votes=(_vote(head + 1),)))
+
+    def validators_for_next_height(self) -> tuple[ValidatorSet, Any]:
+        return VSET, lambda _round: ADDRESS
+
+
+def _peer(status: StatusMsg | None) -> PeerInfo:
+    return PeerInfo(node_id=b"p" * 32, host="127.0.0.1", port=1, outbound=True, moniker="p",
+                    connected_at=0.0, score=0, status=status)
+
+
+def test_a_peer_stuck_in_our_round_gets_it_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    node.switch.peer_list = [_peer(StatusMsg(height=5, round=0, step=2, base=1))]
+    clock = [100.0]
+    monkeypatch.setattr(gossip.time, "monotonic", lambda: clock[0])
+    handler.help_stuck_peers()
+    assert node.switch.sent == []  # first sight of this status
+    clock[0] += gossip.STUCK_S - 0.1
+    handler.help_stuck_peers()
+    assert node.switch.sent == []
+    clock[0] += 0.2
+    handler.help_stuck_peers()
+    ((peer_id, message),) = node.switch.sent
+    assert peer_id == b"p" * 32
+    assert isinstance(message, RoundStateMsg) and message.votes == node.driver.snapshot.votes
+
+
+def test_a_peer_that_moves_on_or_is_elsewhere_gets_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    clock = [0.0]
+    monkeypatch.setattr(gossip.time, "monotonic", lambda: clock[0])
+    for step in (1, 2, 3):  # progresses every tick
+        node.switch.peer_list = [_peer(StatusMsg(height=5, round=0, step=step, base=1))]
+        handler.help_stuck_peers()
+        clock[0] += gossip.STUCK_S
+    node.switch.peer_list = [_peer(StatusMsg(height=9, round=0, step=1, base=1))]  # ahead
+    for _ in range(3):
+        handler.help_stuck_peers()
+        clock[0] += gossip.STUCK_S
+    assert node.switch.sent == []
+
+
+def test_round_state_votes_are_checked_and_queued_without_relay() -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    peer = _peer(None)
+    good = _vote(6)
+    asyncio.run(handler.on_message(peer, RoundStateMsg(proposals=(), votes=(good,))))
+    assert node.driver.queued == [PeerVote(peer=peer.node_id, vote=good)]
+    assert node.switch.broadcasts == []
+    forged = type(good)(vote=good.vote, signature=bytes(64))
+    with pytest.raises(Misbehaviour):
+        asyncio.run(handler.on_message(peer, RoundStateMsg(proposals=(), votes=(forged,))))
+
+
+def test_votes_outside_the_next_two_heights_are_dropped_silently() -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    for height in (3, 5, 8):
+        asyncio.run(handler.on_message(_peer(None), VoteMsg(vote=_vote(height))))
+    assert node.driver.queued == [] and node.switch.broadcasts == []
