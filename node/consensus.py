@@ -182,7 +182,7 @@ class ConsensusDriver:
             await self._catch_up()
             return
         if not from_wal:
-            await self._log_input(item)
+            self._log_input(item)
         try:
             outputs = await self._call(self._feed, item)
         except InvalidMessage as exc:
@@ -202,7 +202,7 @@ class ConsensusDriver:
             return self.engine.on_vote(item.vote)
         return self.engine.on_timeout(item.timeout)
 
-    async def _log_input(self, item: Input) -> None:
+    def _log_input(self, item: Input) -> None:
         """Write a received input to the WAL (no fsync: only own messages need one)."""
         if isinstance(item, PeerProposal):
             entry: Any = WalProposal(proposal=item.proposal, block=item.raw, own=0)
