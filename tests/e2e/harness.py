@@ -90,6 +90,7 @@ class GannetProcess:
         self.log_start = 0  # where this run's output begins in the log
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}  # added to the environment of the next start
 
     def set_port(self, rpc_port: int) -> None:
         """Where the RPC of this process listens."""
@@ -113,7 +114,7 @@ class GannetProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True, env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             )
         try:
             self._wait_ready()
