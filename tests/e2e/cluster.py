@@ -22,8 +22,9 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -74,6 +75,7 @@ class Cluster:
         self.procs: list[NodeProcess] = []
         self.p2p_ports: list[int] = []
         self.paused: set[int] = set()
+        self.full_nodes: list[NodeProcess] = []
         self._skip_double_sign: set[int] = set()
         self._pids: list[int] = []
         self._start_args: list[list[str]] = []
@@ -123,10 +125,11 @@ class Cluster:
             for i in sorted(self.paused):
                 self._signal(i, signal.SIGCONT)
             self.paused.clear()
-            running = [p for p in self.procs if p.returncode is None and p.proc is not None]
+            procs = [*self.procs, *self.full_nodes]
+            running = [p for p in procs if p.returncode is None and p.proc is not None]
             for proc in running:  # all at once, so the grace periods overlap
                 _killpg(proc, signal.SIGTERM)
-            for proc in self.procs:
+            for proc in procs:
                 proc.terminate(STOP_TIMEOUT_S)
         finally:
             if self.mesh is not None:
@@ -150,17 +153,21 @@ class Cluster:
         """Every process id this cluster started, in start order (for leak checks)."""
         return list(self._pids)
 
-    def start(self, i: int, skip_double_sign_check: bool = False) -> None:
+    def start(self, i: int, skip_double_sign_check: bool = False,
+              env: Mapping[str, str] | None = None) -> None:
         """Start node i (again) and wait until its RPC answers.
 
         After `wipe(i, keep_sign_state=False)` the start passes
         `--unsafe-skip-double-sign-check` once, as an operator would have to.
+        `env` adds variables (test faults such as GANNET_FAULT_CRASH) to this
+        start only; the next start without it runs without them.
         """
         proc = self.procs[i]
         if proc.proc is not None and proc.returncode is None:
             raise ClusterError(f"node {i} is already running")
         flag = skip_double_sign_check or i in self._skip_double_sign
         proc.args = [*self._start_args[i], *([SKIP_DOUBLE_SIGN_FLAG] if flag else [])]
+        proc.env = dict(env or {})
         for attempt in range(PORT_ATTEMPTS):
             proc.proc = None
             try:
@@ -173,6 +180,17 @@ class Cluster:
                 self._move_ports(i)
         self._pids.append(proc.proc.pid)
         self._skip_double_sign.discard(i)
+
+    def wait_exit(self, i: int, timeout_s: float = 30.0) -> int:
+        """Wait until node i's process exits on its own; its exit status."""
+        proc = self.procs[i]
+        if proc.proc is None:
+            raise ClusterError(f"node {i} was never started")
+        try:
+            return proc.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"node {i} still runs after {timeout_s:g} s; "
+                                 f"log tail:\n{proc.log_tail()}") from None
 
     def stop(self, i: int) -> int | None:
         """SIGTERM node i and wait for it (SIGKILL after a grace period); its exit status."""
@@ -214,6 +232,37 @@ class Cluster:
             paths.sign_state_file.write_bytes(kept)
         if not keep_sign_state:
             self._skip_double_sign.add(i)
+
+    def add_full_node(self, name: str = "full0") -> NodeProcess:
+        """Start a node without a validator key that follows the chain; returns its process.
+
+        Its home is made as an operator would: the testnet's genesis copied in,
+        `gannet node init` (which keeps that genesis), the validator key it made
+        deleted, the validators as persistent peers (their real ports: a
+        follower sits outside the proxied mesh). Leaving the cluster stops it.
+        """
+        paths = HomePaths(self.dir / name)
+        paths.genesis_file.parent.mkdir(parents=True)
+        shutil.copyfile(HomePaths(self.home(0)).genesis_file, paths.genesis_file)
+        rpc_port, p2p_port = _distinct_free_ports(2)
+        result = run_gannet(["node", "init", "--home", str(paths.home), "--moniker", name,
+                             "--rpc-port", str(rpc_port), "--p2p-port", str(p2p_port)])
+        if result.returncode != 0:
+            raise ClusterError(f"gannet node init failed ({result.returncode}): "
+                               f"{result.stderr or result.stdout}")
+        paths.validator_key_file.unlink()
+        config = load_config(paths.config_file)
+        peers = tuple(f"{self.summary['nodes'][j]['node_id']}@{HOST}:{self.p2p_ports[j]}"
+                      for j in range(self.n))
+        config = replace(config, p2p=replace(config.p2p, host=HOST, persistent_peers=peers,
+                                             pex=False),
+                         consensus=replace(config.consensus, block_time_ms=self.block_time_ms))
+        save_config(paths.config_file, config)
+        proc = NodeProcess(paths.home, rpc_port, ready_timeout_s=self.ready_timeout_s)
+        self.full_nodes.append(proc)
+        proc.start()
+        self._pids.append(proc.proc.pid)
+        return proc
 
     # --- the network ----------------------------------------------------------------------
 
