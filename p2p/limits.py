@@ -20,6 +20,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from p2p.guarded import AdmittedProtocol
+
 log = logging.getLogger("gannet.p2p")
 
 RATE_LIMIT_PENALTY = 1
@@ -183,48 +185,12 @@ class RecentKeys:
         return len(self._keys)
 
 
-class _GuardedProtocol(asyncio.Protocol):
+class _GuardedProtocol(AdmittedProtocol["PendingGuard"]):
     """Proxy in front of aiohttp's protocol: admits, times out or forwards a connection."""
 
     def __init__(self, guard: "PendingGuard", inner: asyncio.Protocol) -> None:
-        self._guard = guard
-        self._inner = inner
-        self.transport: asyncio.Transport | None = None
-        self.admitted = False
+        super().__init__(guard, inner)
         self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Admit the connection if under the cap; otherwise answer 503 and close."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if not self._guard.admit(self):
-            transport.write(self._guard.reject_response)
-            transport.close()
-            return
-        self.admitted = True
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.admitted:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self.admitted else None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.admitted:
-            return
-        self.admitted = False
-        self._guard.release(self)
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self.admitted:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.admitted:
-            self._inner.resume_writing()
 
 
 class PendingGuard:

@@ -7,7 +7,8 @@ its memory) for as long as it likes. The defence lives in front of aiohttp:
 
 * The listening socket is created with `loop.create_server(guard.protocol_factory(
   web_server))`. Each accepted connection gets a `_GuardedProtocol`, a plain
-  asyncio.Protocol proxy that forwards every callback to aiohttp's own
+  asyncio.Protocol proxy (a `p2p.guarded.AdmittedProtocol`, shared with the p2p
+  handshake guard) that forwards every callback to aiohttp's own
   RequestHandler and keeps a small per-connection state: its phase and the
   instant by which the phase must end.
 * At most `max_connections` connections are admitted; an excess one is answered
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from p2p.guarded import AdmittedProtocol
 
 log = logging.getLogger("gannet.rpc.guard")
 
@@ -108,14 +111,11 @@ class Phase(enum.Enum):
     CLOSING = "closing"  # refused request: close once the error reply had time to go
 
 
-class _GuardedProtocol(asyncio.Protocol):
+class _GuardedProtocol(AdmittedProtocol["ConnectionGuard"]):
     """Proxy in front of aiohttp's RequestHandler that tracks phase and deadline."""
 
     def __init__(self, guard: "ConnectionGuard", inner: asyncio.Protocol) -> None:
-        self._guard = guard
-        self._inner = inner
-        self.transport: asyncio.Transport | None = None
-        self.admitted = False
+        super().__init__(guard, inner)
         self.phase = Phase.IDLE
         self.deadline = 0.0
         self.early_bytes = False  # bytes of a next request arrived while handling this one
@@ -136,17 +136,9 @@ class _GuardedProtocol(asyncio.Protocol):
         else:
             self.enter(Phase.IDLE, self._guard.limits.keepalive_timeout_s)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Admit the connection if under the cap; otherwise answer 503 and close."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if not self._guard.admit(self):
-            transport.write(self._guard.reject_response)
-            transport.close()
-            return
-        self.admitted = True
+    def _on_admitted(self) -> None:
+        """A fresh connection must send its first request within the header deadline."""
         self.enter(Phase.IDLE, self._guard.limits.header_timeout_s)
-        self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         """The first byte after idle starts the header deadline."""
@@ -157,28 +149,6 @@ class _GuardedProtocol(asyncio.Protocol):
         elif self.phase is Phase.HANDLING:
             self.early_bytes = True
         self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        """Forward; aiohttp decides whether to keep the write side open."""
-        return self._inner.eof_received() if self.admitted else None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the connection and tell aiohttp."""
-        if not self.admitted:
-            return
-        self.admitted = False
-        self._guard.release(self)
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        """Forward write flow control to aiohttp."""
-        if self.admitted:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        """Forward write flow control to aiohttp."""
-        if self.admitted:
-            self._inner.resume_writing()
 
 
 class ConnectionGuard:
