@@ -2,12 +2,14 @@
 """Finalized transfers/s and submit-to-final latency of a 4-validator loopback testnet.
 
     .venv/bin/python scripts/bench/testnet.py [--seconds 30] [--block-time 1000]
-        [--rate TX/S] [--senders 2000] [--json] [--keep] [--profile-node]
+        [--rate TX/S] [--senders 2000] [--p2p-max-frames-per-s N] [--json] [--keep]
+        [--profile-node]
 
 The limit: libsodium (PyNaCl) Ed25519 verifies/s of the workload's own
 signature checks through `SignatureVerifier.verify_many` on all cores, best of
 3, divided by 4: every validator verifies every tx and the 4 validators share
-this machine, so no 4-node testnet here finalizes transfers faster.
+this machine, so no 4-node testnet here finalizes transfers faster. It is
+measured, and the whole load signed, before any node starts.
 
 The run:
 
@@ -27,7 +29,9 @@ The run:
    between the last block seen before it and the last block seen in it; a
    latency is the time from posting a tx's batch to first seeing its block,
    over the txs posted inside the window;
-6. after the load, the txs still in flight may finalize (bounded wait), then
+6. beside them: the nodes' CPU time over the window (/proc) per finalized tx,
+   and the peer bans their logs show;
+7. after the load, the txs still in flight may finalize (bounded wait), then
    all 4 nodes must report the same head hash; the nodes always stop.
 """
 
@@ -137,6 +141,14 @@ class NodeProc:
                 self.proc.wait()
         self._signal(signal.SIGKILL)  # stragglers of the group
         return self.proc.returncode
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the node process so far, all threads (Linux /proc)."""
+        try:
+            fields_ = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -390,7 +402,11 @@ async def first_head(seen: Observed, procs: list[NodeProc], timeout_s: float) ->
 async def fetch_block(session: aiohttp.ClientSession, url: str, height: int,
                       seen: Observed) -> None:
     """Record the tx count of block `height` and where each of our txs landed."""
-    block = await rpc(session, url, "gannet_getBlockByNumber", height, False)
+    try:
+        block = await rpc(session, url, "gannet_getBlockByNumber", height, False)
+    except (TimeoutError, aiohttp.ClientError, RpcFailed) as exc:
+        print(f"  block {height} could not be fetched: {exc!r}", file=sys.stderr)
+        return
     seen.tx_counts[height] = block["tx_count"]
     for hex_hash in block["txs"]:
         h = bytes.fromhex(hex_hash[2:])
@@ -448,6 +464,17 @@ async def generate(session: aiohttp.ClientSession, procs: list[NodeProc],
     await asyncio.gather(*(client(i) for i in range(NODES) for _ in range(plan.connections)))
 
 
+def cpu_now(procs: list[NodeProc]) -> list[float]:
+    """CPU seconds used so far by each node, then by this process."""
+    return [n.cpu_seconds() for n in procs] + [time.process_time()]
+
+
+async def sample_cpu_after(procs: list[NodeProc], delay_s: float) -> list[float]:
+    """`cpu_now` once the warmup is over (the start of the window)."""
+    await asyncio.sleep(delay_s)
+    return cpu_now(procs)
+
+
 async def same_head(session: aiohttp.ClientSession, procs: list[NodeProc],
                     timeout_s: float) -> tuple[bool, int, str]:
     """Whether all nodes agree on the block hash at the lowest head among them.
@@ -483,7 +510,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def figures(observed: tuple[Observed, tuple[float, float]], limit: float,
-            block_time_ms: int) -> dict[str, Any]:
+            block_time_ms: int, cpu: list[float], cpu_per_verify: float) -> dict[str, Any]:
     """Throughput over the window's blocks and latency of the txs posted in it."""
     seen, (t0, t1) = observed
     before = [h for h, t in seen.seen_at.items() if t <= t0]
@@ -494,7 +521,10 @@ def figures(observed: tuple[Observed, tuple[float, float]], limit: float,
     h1 = inside[-1] if inside else h0
     # A stalled chain finalizes nothing: its window runs to the end of the load.
     span = seen.seen_at[h1] - seen.seen_at[h0] if inside else t1 - seen.seen_at[h0]
-    txs = sum(seen.tx_counts.get(h, 0) for h in inside)
+    missing = [h for h in inside if h not in seen.tx_counts]
+    if missing:
+        raise BenchError(f"blocks {missing} of the window could not be fetched")
+    txs = sum(seen.tx_counts[h] for h in inside)
     interval = span / len(inside) if inside else math.nan
     latencies = sorted(seen.seen_at[seen.included_at[h]] - t
                        for h, t in seen.submitted_at.items()
@@ -505,7 +535,7 @@ def figures(observed: tuple[Observed, tuple[float, float]], limit: float,
     return {
         "finalized_tps": tps, "limit_tps": limit, "ratio": tps / limit,
         "window_s": span, "blocks": len(inside), "first_height": h0 + 1, "last_height": h1,
-        "empty_blocks": sum(1 for h in inside if seen.tx_counts.get(h, 0) == 0),
+        "empty_blocks": sum(1 for h in inside if seen.tx_counts[h] == 0),
         "window_txs": txs, "block_interval_ms": 1000 * interval,
         "configured_block_time_ms": block_time_ms,
         "latency_p50_ms": 1000 * p50, "latency_p99_ms": 1000 * p99,
@@ -513,7 +543,11 @@ def figures(observed: tuple[Observed, tuple[float, float]], limit: float,
         "window_posted_accepted": posted, "window_not_finalized": posted - len(latencies),
         "submitted": seen.submitted, "rejected": sum(seen.rejected.values()),
         "rejections": dict(seen.rejected.most_common(5)),
-        "max_txs_in_block": max((seen.tx_counts.get(h, 0) for h in inside), default=0),
+        "node_cpu_us_per_tx": 1e6 * sum(cpu[:NODES]) / txs if txs else math.nan,
+        "client_cpu_us_per_tx": 1e6 * cpu[NODES] / txs if txs else math.nan,
+        "node_cpu_share": sum(cpu[:NODES]) / (t1 - t0) / cpu_count(),
+        "verify_cpu_us": 1e6 * cpu_per_verify,
+        "max_txs_in_block": max((seen.tx_counts[h] for h in inside), default=0),
     }
 
 
@@ -539,6 +573,10 @@ def report(f: dict[str, Any], setup: dict[str, Any]) -> None:
          f"measured; configured block time {f['configured_block_time_ms']} ms"),
         ("blocks committed", f"{f['blocks']}",
          f"{f['empty_blocks']} empty, largest {f['max_txs_in_block']} txs"),
+        ("CPU per finalized tx", f"{f['node_cpu_us_per_tx']:,.0f} µs",
+         f"4 nodes together (4 verifies = {4 * f['verify_cpu_us']:,.0f} µs); client "
+         f"{f['client_cpu_us_per_tx']:,.0f} µs; nodes used {100 * f['node_cpu_share']:.0f}% "
+         f"of the cores"),
         ("txs posted (window)", f"{f['window_posted_accepted']:,}",
          f"{f['window_not_finalized']} not finalized by the end"),
         ("rejected (whole run)", f"{f['rejected']:,}",
@@ -570,7 +608,7 @@ async def run_bench(args: argparse.Namespace, work: Path, note: Any) -> tuple[di
     senders = [SigningKey.generate() for _ in range(args.senders)]
     builder = LoadBuilder(senders, fee)
     note("measuring the limit")
-    verifies, _ = verify_limit(builder.extend(LIMIT_ITEMS), cpu_count())
+    verifies, cpu_per_verify = verify_limit(builder.extend(LIMIT_ITEMS), cpu_count())
     limit = verifies / NODES
     rate = args.rate if args.rate else GOAL_RATIO * limit
     seconds = args.warmup + args.seconds
@@ -587,7 +625,9 @@ async def run_bench(args: argparse.Namespace, work: Path, note: Any) -> tuple[di
             node.stop()
         if profile_dir is not None:
             print_profile(profile_dir / "node0.prof", args.profile_lines)
-    return figures(result, limit, args.block_time), {**setup, "verifies_per_s": verifies}
+    result_figures = figures(result, limit, args.block_time, setup["window_cpu_s"],
+                             cpu_per_verify)
+    return result_figures, {**setup, "verifies_per_s": verifies}
 
 
 async def drive(args: argparse.Namespace, procs: list[NodeProc], faucets: list[SigningKey],
@@ -608,8 +648,10 @@ async def drive(args: argparse.Namespace, procs: list[NodeProc], faucets: list[S
         watchers = [asyncio.create_task(watch_heads(session, n, seen, stop)) for n in procs]
         await first_head(seen, procs, READY_TIMEOUT_S)  # the window's reference block
         started = time.perf_counter()
+        sampler = asyncio.create_task(sample_cpu_after(procs, args.warmup))
         await generate(session, procs, builder.per_node, plan, seen)
         ended = time.perf_counter()
+        cpu = [b - a for a, b in zip(await sampler, cpu_now(procs), strict=True)]
         check_alive(procs)
         drain_until = time.monotonic() + max(10.0, 5 * args.block_time / 1000)
         while seen.outstanding > 0 and time.monotonic() < drain_until:
@@ -621,7 +663,8 @@ async def drive(args: argparse.Namespace, procs: list[NodeProc], faucets: list[S
         await asyncio.gather(*seen.fetches, return_exceptions=True)
     setup = {"machine": machine(), "rate": plan.rate, "senders": len(builder.senders),
              "max_in_flight": plan.max_in_flight, "same_head": same, "head_height": height,
-             "head_hash": head, "peer_bans": bans, "last_ban_reason": ban_reason,
+             "head_hash": head, "window_cpu_s": cpu, "peer_bans": bans,
+             "last_ban_reason": ban_reason,
              "p2p_max_frames_per_s": args.p2p_max_frames_per_s or "node default"}
     return (seen, (started + args.warmup, ended)), setup
 
