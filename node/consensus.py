@@ -196,7 +196,8 @@ class ConsensusDriver:
 
     def _feed(self, item: Input) -> list[Output]:
         if isinstance(item, PeerProposal):
-            self.node.app.validate_block(item.block, item.raw)  # cached for the engine
+            if item.block.header.height == self.node.head.height + 1:
+                self.node.app.validate_block(item.block, item.raw)  # cached for the engine
             return self.engine.on_proposal(item.proposal, item.block)
         if isinstance(item, PeerVote):
             return self.engine.on_vote(item.vote)

@@ -9,6 +9,7 @@ evidence pool or block sync.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from p2p.messages import (
     RoundStateMsg,
     StatusMsg,
     TxMsg,
+    TxsMsg,
     VoteMsg,
 )
 from p2p.switch import PeerInfo
@@ -60,8 +62,10 @@ class NodePeers:
             self._on_vote(peer, message)
         elif isinstance(message, ProposalMsg):
             self._on_proposal(peer, message)
+        elif isinstance(message, TxsMsg):
+            await self._on_txs(message.txs)
         elif isinstance(message, TxMsg):
-            await self._on_tx(message)
+            await self._on_txs((message.tx,))
         elif isinstance(message, EvidenceMsg):
             self._on_evidence(peer, message)
         elif isinstance(message, StatusMsg):
@@ -181,13 +185,16 @@ class NodePeers:
 
     # --- txs, evidence, status ------------------------------------------------------------
 
-    async def _on_tx(self, message: TxMsg) -> None:
-        try:
-            await self.node.admission.submit(message.tx)
-        except (DecodeError, InvalidTxSignature) as exc:
-            raise Misbehaviour(f"invalid tx: {exc}") from exc
-        except MempoolError:
-            pass  # known, outbid or out of nonce order: normal in gossip
+    async def _on_txs(self, raws: tuple[bytes, ...]) -> None:
+        """Admit gossiped txs in one batch; forged or undecodable ones cost the sender."""
+        results = await asyncio.gather(*(self.node.admission.submit(raw) for raw in raws),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, DecodeError | InvalidTxSignature):
+                raise Misbehaviour(f"invalid tx: {result}")
+            if isinstance(result, BaseException) and not isinstance(result, MempoolError):
+                raise result
+            # MempoolError: known, outbid or out of nonce order: normal in gossip
 
     def _on_evidence(self, peer: PeerInfo, message: EvidenceMsg) -> None:
         try:

@@ -63,7 +63,7 @@ from node.consensus import (
 from node.gossip import NodePeers
 from node.keys import load_or_create_node_key
 from node.rpc.server import RpcLimits, RpcServer
-from p2p.messages import EvidenceMsg, TxMsg
+from p2p.messages import EvidenceMsg, tx_batches
 from p2p.switch import Switch, SwitchConfig
 from p2p.sync import BlockSyncer, SyncRejected
 
@@ -312,9 +312,10 @@ class Node:
         return self.mempool.reap_pending(max_txs, max_bytes)
 
     def _gossip_txs(self, raws: list[bytes]) -> None:
+        """Flood newly admitted txs to peers, batched (one frame per loop turn's worth)."""
         if self.switch is not None:
-            for raw in raws:
-                self.switch.broadcast(TxMsg(tx=raw))
+            for batch in tx_batches(raws):
+                self.switch.broadcast(batch)
 
     def evidence_found(self, evidence: DuplicateVoteEvidence) -> None:
         """Our engine saw a validator equivocate: keep the evidence and gossip it."""

@@ -7,7 +7,8 @@ its connection). Blocks and txs travel as their canonical bytes so a receiver
 can hash and re-serve them without re-encoding.
 
 Handshake (`Hello`, `HelloProof`) comes first on every connection; after it:
-- gossip: `TxMsg`, `ProposalMsg`, `VoteMsg`, `EvidenceMsg` (flooded, deduplicated);
+- gossip: `TxMsg`, `TxsMsg` (a batch), `ProposalMsg`, `VoteMsg`, `EvidenceMsg`
+  (flooded, deduplicated);
 - state: `StatusMsg` (a peer's committed height, consensus round and step,
   lowest block it serves), sent on connect, on every new height and periodically;
 - round catch-up: `RoundStateMsg`, the proposal and votes of a round, sent
@@ -88,6 +89,21 @@ class TxMsg(Record):
     """A signed transaction as its canonical bytes (a `SignedTx` encoding)."""
 
     tx: Annotated[bytes, Bytes(1, MAX_TX_BYTES)]
+
+
+MAX_TXS_PER_MSG = 1024
+MAX_TXS_MSG_BYTES = 1 << 20  # what a sender packs into one TxsMsg (frames stay small)
+
+
+@record
+class TxsMsg(Record):
+    """Signed transactions as their canonical bytes, gossiped together.
+
+    Txs arrive in bursts; one frame per tx would spend a peer's frame budget
+    (and the per-frame overhead) on what one frame carries as well.
+    """
+
+    txs: Annotated[tuple[bytes, ...], ListOf(Bytes(1, MAX_TX_BYTES), MAX_TXS_PER_MSG)]
 
 
 @record
@@ -192,6 +208,7 @@ MESSAGES = OneOf((
     (13, EvidenceMsg),
     (14, StatusMsg),
     (15, RoundStateMsg),
+    (16, TxsMsg),
     (20, BlockRequest),
     (21, BlockResponse),
     (22, NoBlock),
@@ -199,7 +216,7 @@ MESSAGES = OneOf((
     (31, PexAddrs),
 ))
 
-Message = (Hello | HelloProof | TxMsg | ProposalMsg | VoteMsg | EvidenceMsg | StatusMsg
+Message = (Hello | HelloProof | TxMsg | TxsMsg | ProposalMsg | VoteMsg | EvidenceMsg | StatusMsg
            | RoundStateMsg | BlockRequest | BlockResponse | NoBlock | PexRequest | PexAddrs)
 
 
@@ -208,3 +225,20 @@ class Frame(Record):
     """One wire frame: a tagged message."""
 
     message: Annotated[Message, MESSAGES]
+
+
+def tx_batches(raws: list[bytes]) -> list[TxsMsg]:
+    """`raws` packed in order into messages of at most MAX_TXS_PER_MSG txs and about
+    MAX_TXS_MSG_BYTES bytes each (a single larger tx still gets its own message)."""
+    batches: list[TxsMsg] = []
+    current: list[bytes] = []
+    size = 0
+    for raw in raws:
+        if current and (len(current) == MAX_TXS_PER_MSG or size + len(raw) > MAX_TXS_MSG_BYTES):
+            batches.append(TxsMsg(txs=tuple(current)))
+            current, size = [], 0
+        current.append(raw)
+        size += len(raw)
+    if current:
+        batches.append(TxsMsg(txs=tuple(current)))
+    return batches

@@ -75,6 +75,7 @@ from p2p.messages import (
     ProposalMsg,
     StatusMsg,
     TxMsg,
+    TxsMsg,
     VoteMsg,
 )
 from p2p.peer import (
@@ -94,7 +95,7 @@ __all__ = ["Misbehaviour", "PeerHandler", "PeerInfo", "Switch", "SwitchConfig"]
 log = logging.getLogger("gannet.p2p")
 
 P2P_PATH = "/p2p"
-GOSSIP_TYPES = (TxMsg, ProposalMsg, VoteMsg, EvidenceMsg)
+GOSSIP_TYPES = (TxMsg, TxsMsg, ProposalMsg, VoteMsg, EvidenceMsg)
 SEEN_CAPACITY = 100_000
 DIAL_INTERVAL_S = 5.0
 SHUTDOWN_TIMEOUT_S = 2.0

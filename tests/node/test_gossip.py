@@ -142,3 +142,31 @@ def test_votes_outside_the_next_two_heights_are_dropped_silently() -> None:
     for height in (3, 5, 8):
         asyncio.run(handler.on_message(_peer(None), VoteMsg(vote=_vote(height))))
     assert node.driver.queued == [] and node.switch.broadcasts == []
+
+
+class FakeAdmission:
+    def __init__(self, outcomes: dict[bytes, BaseException | None]) -> None:
+        self.outcomes = outcomes
+        self.seen: list[bytes] = []
+
+    async def submit(self, raw: bytes) -> bytes:
+        self.seen.append(raw)
+        outcome = self.outcomes.get(raw)
+        if outcome is not None:
+            raise outcome
+        return b"h" * 32
+
+
+def test_gossiped_tx_batches_are_admitted_and_forgeries_cost_the_sender() -> None:
+    from chain.errors import InvalidTxSignature, TxAlreadyKnown
+    from p2p.messages import TxsMsg
+
+    node = FakeNode(head=5)
+    node.admission = FakeAdmission({b"known": TxAlreadyKnown("known"),
+                                    b"forged": InvalidTxSignature("bad signature")})
+    handler = NodePeers(node)
+    asyncio.run(handler.on_message(_peer(None), TxsMsg(txs=(b"new", b"known"))))
+    assert node.admission.seen == [b"new", b"known"]
+    with pytest.raises(Misbehaviour, match="bad signature"):
+        asyncio.run(handler.on_message(_peer(None), TxsMsg(txs=(b"ok", b"forged", b"ok2"))))
+    assert node.admission.seen[-3:] == [b"ok", b"forged", b"ok2"]  # the good ones still count

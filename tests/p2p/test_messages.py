@@ -57,3 +57,17 @@ def test_status_fields_are_bounded() -> None:
     step_too_big = raw.replace(b"\x03", b"\xcd\x01\x00", 1)
     with pytest.raises(DecodeError):
         decode(Frame, step_too_big)
+
+
+def test_tx_batches_keep_order_and_respect_both_limits() -> None:
+    from p2p.messages import MAX_TXS_MSG_BYTES, MAX_TXS_PER_MSG, tx_batches
+
+    small = [bytes([i % 256]) * 10 for i in range(MAX_TXS_PER_MSG + 5)]
+    batches = tx_batches(small)
+    assert [len(b.txs) for b in batches] == [MAX_TXS_PER_MSG, 5]
+    assert [tx for b in batches for tx in b.txs] == small
+    big = [b"x" * (MAX_TXS_MSG_BYTES // 2 + 1)] * 3
+    assert [len(b.txs) for b in tx_batches(big)] == [1, 1, 1]
+    assert tx_batches([]) == []
+    for batch in batches:
+        assert decode(Frame, encode(Frame(message=batch))) == Frame(message=batch)
