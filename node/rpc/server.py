@@ -267,12 +267,19 @@ def encode_response(response: dict[str, Any]) -> str:
         return json.dumps(make_error(response.get("id"), error), separators=(",", ":"))
 
 
+# Methods whose batch entries may run together: each hands its work to the node
+# before it first suspends, so running them together keeps their order.
+CONCURRENT_METHODS = frozenset({"gannet_sendRawTransaction"})
+
+
 async def process_payload(payload: Any, methods: Mapping[str, Method], limits: RpcLimits,
                           extra: Mapping[str, Method]) -> str | None:
     """Answer a decoded body (one request or a batch); None when nothing is to be sent.
 
-    Batch entries run in order, one after another, so a batch of transactions
-    from one sender reaches the node in nonce order.
+    Entries run in order, each seeing what the earlier ones did, except that a run
+    of consecutive `CONCURRENT_METHODS` entries (tx submissions) runs together:
+    each reaches admission before the next starts, so one sender's txs are still
+    admitted in nonce order, but their signatures are checked in one batch.
     """
     if not isinstance(payload, list):
         response = await process_request(payload, methods, extra)
@@ -283,12 +290,27 @@ async def process_payload(payload: Any, methods: Mapping[str, Method], limits: R
         error = InvalidRequest(
             f"batch of {len(payload)} requests exceeds the limit of {limits.max_batch}")
         return encode_response(make_error(None, error))
-    parts = []
-    for item in payload:
-        response = await process_request(item, methods, extra)
-        if response is not None:
-            parts.append(encode_response(response))
+    responses: list[dict[str, Any] | None] = []
+    for run in _runs(payload):
+        responses.extend(await asyncio.gather(*(process_request(item, methods, extra)
+                                                for item in run)))
+    parts = [encode_response(response) for response in responses if response is not None]
     return "[" + ",".join(parts) + "]" if parts else None
+
+
+def _runs(payload: list[Any]) -> list[list[Any]]:
+    """The batch split into runs: consecutive concurrent-method entries, else singletons."""
+    runs: list[list[Any]] = []
+    for item in payload:
+        if _is_concurrent(item) and runs and _is_concurrent(runs[-1][0]):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _is_concurrent(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("method") in CONCURRENT_METHODS
 
 
 # --- HTTP -------------------------------------------------------------------

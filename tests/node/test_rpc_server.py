@@ -694,3 +694,31 @@ def test_register_rejects_reserved_and_duplicate_names() -> None:
         with pytest.raises(ValueError):
             server.register(name, add)
     server.register("add2", add)
+
+
+def test_batched_tx_submissions_run_together_and_in_order_reads_after_them() -> None:
+    from node.rpc.server import process_payload
+
+    events: list[str] = []
+
+    async def submit(tag: str) -> str:
+        events.append(f"start {tag}")
+        await asyncio.sleep(0)
+        events.append(f"end {tag}")
+        return tag
+
+    def read() -> list[str]:
+        return list(events)
+
+    methods = {"gannet_sendRawTransaction": submit, "gannet_read": read}
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "gannet_sendRawTransaction",
+              "params": [str(i)]} for i in range(3)]
+    batch.append({"jsonrpc": "2.0", "id": "r", "method": "gannet_read"})
+    batch.append({"jsonrpc": "2.0", "id": 9, "method": "gannet_sendRawTransaction",
+                  "params": ["9"]})
+    reply = json.loads(asyncio.run(process_payload(batch, methods, RpcLimits(), {})))
+    assert [r["id"] for r in reply] == [0, 1, 2, "r", 9]
+    assert events[:3] == ["start 0", "start 1", "start 2"]  # one run, started in order
+    seen_by_read = next(r["result"] for r in reply if r["id"] == "r")
+    assert seen_by_read == events[:6]  # the read ran after the whole run finished
+    assert events[6:] == ["start 9", "end 9"]
