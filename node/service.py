@@ -371,7 +371,7 @@ class Node:
             log.error("store failure, stopping node: %s", exc)
             self.stop()
             raise NodeError(f"store failure: {exc}") from exc
-        self._after_commit(executed, committed)
+        self._after_commit(executed, committed, commit.round)
         for listener in self._listeners:
             await listener(committed)
 
@@ -389,7 +389,8 @@ class Node:
         self.app.advance(new_head, commit)
         return CommittedBlock(block, bh, new_head, result.tx_hashes, executed.changed)
 
-    def _after_commit(self, executed: Executed, committed: CommittedBlock) -> None:
+    def _after_commit(self, executed: Executed, committed: CommittedBlock,
+                      round_: int) -> None:
         for key, record in committed.changed.items():
             if key.startswith(ACCOUNT_PREFIX):
                 self._accounts[key[len(ACCOUNT_PREFIX):]] = record or EMPTY_ACCOUNT
@@ -399,8 +400,8 @@ class Node:
         self.mempool.update_after_block(list(committed.tx_hashes) + dropped, executed.senders)
         self.evidence.mark_committed(committed.block.evidence)
         self.evidence.prune(committed.head.height + 1)
-        log.info("committed block height=%d txs=%d evidence=%d hash=%s app_hash=%s",
-                 committed.head.height, len(committed.tx_hashes),
+        log.info("committed block height=%d round=%d txs=%d evidence=%d hash=%s app_hash=%s",
+                 committed.head.height, round_, len(committed.tx_hashes),
                  len(committed.block.evidence), committed.block_hash.hex()[:16],
                  committed.head.app_hash.hex()[:16])
 
