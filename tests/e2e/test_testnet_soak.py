@@ -269,5 +269,7 @@ def test_kill9_random_validators_under_load(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(10 * SOAK_KILLS)
-def test_kill9_soak(tmp_path: Path) -> None:
+def test_kill9_soak(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if "slow" not in request.config.getoption("markexpr", "").replace("not slow", ""):
+        pytest.skip("soak run: select it with -m slow")
     run_kills(tmp_path, SOAK_KILLS)
