@@ -7,11 +7,20 @@ point is answered with the stored signature when it asks for the same digest
 (the node re-signing after a crash) and refused otherwise; a request above it is
 signed. Steps order as STEP_PROPOSE < STEP_PREVOTE < STEP_PRECOMMIT.
 
+Unlike FilePV it also keeps every signature of the last height (`recent`), and
+answers a repeat of any of them with the stored signature. The engine may sign a
+prevote and a precommit in one step; a node killed before either reached its WAL
+must be able to hand out that prevote again after a restart, or it can never
+prevote at that height while the others wait for exactly its vote.
+
 File (JSON, hex bytes, like priv_validator_state.json), with a checksum so a
 garbled file is refused rather than guessed at:
 
     {"height": 12, "round": 0, "step": 3, "sign_bytes": "…", "signature": "…",
+     "recent": [{"round": 0, "step": 2, "sign_bytes": "…", "signature": "…"}, …],
      "checksum": hex(sha256(encode(SignState)))}
+
+(A file without "recent", as written before it existed, reads as an empty list.)
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from chain.address import address_from_public_key
-from chain.codec import U8, U32, U64, Bytes, Record, encode, record
+from chain.codec import HASH, SIGNATURE, U8, U32, U64, Bytes, ListOf, Record, encode, record
 from chain.crypto import CryptoError, SigningKey
 from chain.errors import EncodeError
 from chain.files import write_file_atomic
@@ -48,9 +57,23 @@ _FIELDS = ("height", "round", "step", "sign_bytes", "signature", "checksum")
 SKIP_FLAG = "--unsafe-skip-double-sign-check"
 
 
+MAX_RECENT = 64
+
+
+@record
+class SignedStep(Record):
+    """One earlier signature of the last signed height."""
+
+    round: Annotated[int, U32]
+    step: Annotated[int, U8]
+    sign_bytes: Annotated[bytes, HASH]
+    signature: Annotated[bytes, SIGNATURE]
+
+
 @record
 class SignState(Record):
-    """The last thing signed: its (height, round, step), digest and signature.
+    """The last thing signed: its (height, round, step), digest and signature, and the
+    earlier signatures of that height (`recent`, oldest first, at most MAX_RECENT).
 
     The zero state (height 0, empty digest and signature) has signed nothing.
     """
@@ -60,6 +83,7 @@ class SignState(Record):
     step: Annotated[int, U8]
     sign_bytes: Annotated[bytes, Bytes(0, 32, (0, 32))]
     signature: Annotated[bytes, Bytes(0, 64, (0, 64))]
+    recent: Annotated[tuple[SignedStep, ...], ListOf(SignedStep, MAX_RECENT)] = ()
 
 
 ZERO_SIGN_STATE = SignState(height=0, round=0, step=0, sign_bytes=b"", signature=b"")
@@ -72,6 +96,8 @@ def save_sign_state(path: Path, state: SignState) -> None:
     """Replace the state file atomically (temp file, fsync, rename, fsync of the folder)."""
     doc = {"height": state.height, "round": state.round, "step": state.step,
            "sign_bytes": state.sign_bytes.hex(), "signature": state.signature.hex(),
+           "recent": [{"round": r.round, "step": r.step, "sign_bytes": r.sign_bytes.hex(),
+                       "signature": r.signature.hex()} for r in state.recent],
            "checksum": _checksum(state).hex()}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomic(path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
@@ -101,17 +127,31 @@ def load_sign_state(path: Path) -> SignState | None:
 
 
 def _state_from_json(doc: Any) -> SignState:
-    if not isinstance(doc, dict) or sorted(doc) != sorted(_FIELDS):
-        raise ValueError(f"expected exactly the fields {', '.join(_FIELDS)}")
+    if not isinstance(doc, dict) or sorted(set(doc) - {"recent"}) != sorted(_FIELDS):
+        raise ValueError(f"expected exactly the fields {', '.join(_FIELDS)} (and recent)")
     numbers = [doc[k] for k in ("height", "round", "step")]
     if any(type(n) is not int for n in numbers):
         raise ValueError("height, round and step must be integers")
+    recent = doc.get("recent", [])
+    if not isinstance(recent, list) or len(recent) > MAX_RECENT:
+        raise ValueError(f"recent must be a list of at most {MAX_RECENT} signatures")
     state = SignState(height=numbers[0], round=numbers[1], step=numbers[2],
                       sign_bytes=bytes.fromhex(doc["sign_bytes"]),
-                      signature=bytes.fromhex(doc["signature"]))
+                      signature=bytes.fromhex(doc["signature"]),
+                      recent=tuple(_signed_step(item) for item in recent))
     if bytes.fromhex(doc["checksum"]) != _checksum(state):
         raise ValueError("checksum does not match the contents")
     return state
+
+
+def _signed_step(item: Any) -> SignedStep:
+    if not isinstance(item, dict) or sorted(item) != ["round", "sign_bytes", "signature", "step"]:
+        raise ValueError("a recent signature has round, step, sign_bytes and signature")
+    if type(item["round"]) is not int or type(item["step"]) is not int:
+        raise ValueError("round and step of a recent signature must be integers")
+    return SignedStep(round=item["round"], step=item["step"],
+                      sign_bytes=bytes.fromhex(item["sign_bytes"]),
+                      signature=bytes.fromhex(item["signature"]))
 
 
 def _checksum(state: SignState) -> bytes:
@@ -172,21 +212,35 @@ class FileSigner:
                 return signature
             signature = self._key.sign(digest)
             new = SignState(height=height, round=round_, step=step, sign_bytes=digest,
-                            signature=signature)
+                            signature=signature, recent=_recent_after(last, height))
             save_sign_state(self._path, new)
             self._state = new
             return signature
 
 
+def _recent_after(last: SignState, height: int) -> tuple[SignedStep, ...]:
+    """The signatures of `height` to keep once a new one at `height` is signed."""
+    if last.height != height or not last.signature:
+        return ()
+    entry = SignedStep(round=last.round, step=last.step, sign_bytes=last.sign_bytes,
+                       signature=last.signature)
+    return (*last.recent, entry)[-MAX_RECENT:]
+
+
 def decide_signature(last: SignState, height: int, round_: int, step: int,
                      digest: bytes) -> bytes | None:
-    """The rule: the stored signature for a repeat of the last request, None when the
-    request is past the last one (sign it), DoubleSignRefused otherwise.
+    """The rule: the stored signature for a repeat of the last request or of an earlier
+    one of the same height, None when the request is past the last one (sign it),
+    DoubleSignRefused otherwise.
     """
     request, signed = (height, round_, step), (last.height, last.round, last.step)
     if request > signed:
         return None
     if request < signed:
+        if height == last.height:
+            for earlier in last.recent:
+                if (earlier.round, earlier.step, earlier.sign_bytes) == (round_, step, digest):
+                    return earlier.signature
         raise DoubleSignRefused(
             f"refusing to sign at height {height} round {round_} step {step}: already signed "
             f"height {last.height} round {last.round} step {last.step}")

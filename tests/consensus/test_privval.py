@@ -116,7 +116,36 @@ def test_steps_order_propose_prevote_precommit(state_path: Path) -> None:
         steps.append(signer.state.step)
     assert steps == [STEP_PROPOSE, STEP_PREVOTE, STEP_PRECOMMIT]
     with pytest.raises(DoubleSignRefused):
-        sign(signer, vote(1, 0))
+        sign(signer, vote(1, 0, block=2))  # a different prevote below the last step
+
+
+def test_earlier_signatures_of_the_height_are_handed_out_again_after_a_restart(
+        state_path: Path) -> None:
+    """Killed after signing a prevote and a precommit in one engine step, before either
+    reached the WAL: the restarted node must get that prevote again, or it can never
+    prevote at this height (the others wait for exactly its vote)."""
+    first = FileSigner(KEY, CHAIN, state_path)
+    prevote = sign(first, vote(4, 0))
+    sign(first, vote(4, 0, VOTE_PRECOMMIT))
+    again = FileSigner(KEY, CHAIN, state_path)
+    assert sign(again, vote(4, 0)) == prevote
+    with pytest.raises(DoubleSignRefused):
+        sign(again, vote(4, 0, block=7))
+    sign(again, vote(5, 0))  # a new height forgets the old one's signatures
+    with pytest.raises(DoubleSignRefused):
+        sign(again, vote(4, 0))
+    assert again.state.recent == ()
+
+
+def test_a_sign_state_file_without_recent_signatures_still_loads(state_path: Path) -> None:
+    import json
+
+    signer = FileSigner(KEY, CHAIN, state_path)
+    sign(signer, vote(2, 0))
+    doc = json.loads(state_path.read_text())
+    assert doc.pop("recent") == []
+    state_path.write_text(json.dumps(doc))
+    assert load_sign_state(state_path) == signer.state
 
 
 def test_signatures_verify(state_path: Path) -> None:
