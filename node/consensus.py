@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chain.codec import decode, encode
+from chain.errors import DecodeError
 from chain.hashing import sha256
 from chain.records import Block, SignedProposal, SignedVote, block_hash
 from chain.signing import sign_vote
@@ -388,7 +389,7 @@ def crash_point_from_env(value: str | None) -> tuple[str, int] | None:
 def _input_of(entry: Any) -> Input | None:
     """The driver input a WAL entry replays as (None for height markers)."""
     if isinstance(entry, WalProposal):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(DecodeError):  # a CRC-valid but unreadable block: skip it
             return PeerProposal(peer=None, proposal=entry.proposal,
                                 block=decode(Block, entry.block), raw=entry.block)
         return None
