@@ -17,7 +17,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from chain.address import address_from_public_key, encode_address
 from chain.crypto import SignatureVerifier, SigningKey
@@ -456,14 +456,10 @@ def timeout_config(config: NodeConfig) -> TimeoutConfig:
 
 
 def switch_config(config: NodeConfig) -> SwitchConfig:
-    """The p2p switch settings from `[p2p]`."""
+    """The p2p switch settings from `[p2p]`: every `[p2p]` key is a switch setting of
+    the same name; the switch's other settings keep their defaults."""
     p = config.p2p
-    return SwitchConfig(host=p.host, port=p.port, persistent_peers=p.persistent_peers,
-                        max_inbound=p.max_inbound, max_outbound=p.max_outbound,
-                        max_frame_bytes=p.max_frame_bytes,
-                        max_frames_per_s=p.max_frames_per_s,
-                        max_bytes_per_s=p.max_bytes_per_s,
-                        handshake_timeout_s=p.handshake_timeout_s, ban_s=p.ban_s, pex=p.pex)
+    return SwitchConfig(**{f.name: getattr(p, f.name) for f in fields(p)})
 
 
 def gossip_interval_s(config: NodeConfig) -> float:

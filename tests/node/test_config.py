@@ -50,3 +50,16 @@ def test_unparsable_file(tmp_path: Path) -> None:
     path.write_text("[rpc\nport=")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(path)
+
+
+def test_every_p2p_key_reaches_the_switch_under_its_own_name() -> None:
+    from dataclasses import fields
+
+    from node.config import P2PConfig
+    from node.service import switch_config
+
+    custom = P2PConfig(port=0, persistent_peers=("ab@127.0.0.1:1",), max_inbound=3, ban_s=7,
+                       pex=False)
+    switch = switch_config(NodeConfig(p2p=custom))
+    for f in fields(P2PConfig):
+        assert getattr(switch, f.name) == getattr(custom, f.name)
