@@ -59,7 +59,138 @@ class Transfer(Record):
     denom: Annotated[int, U8]
 
 
-TX_BODIES = OneOf(((1, Transfer),))
+KEEP_U32 = 2**32 - 1  # EditValidator: leave this field as it is
+KEEP_U8 = 255
+QUEEN_OUT, QUEEN_IN = 0, 1  # a validator's opt-in to the queen committee
+
+
+@record
+class LicenceTransfer(Record):
+    """Move `count` node licences held by the sender (not bound to a validator) to `to`."""
+
+    to: Annotated[bytes, ADDRESS]
+    count: Annotated[int, U32]
+
+
+@record
+class CreateValidator(Record):
+    """The sender becomes the operator of a new validator signing with `public_key`.
+
+    `self_stake` GPU moves from the sender's spendable balance into the validator's
+    bonded stake (at least `staking.min_validator_stake`); `commission_bps` of the
+    validator's rewards go to the operator; `queen` is QUEEN_IN to opt in.
+    """
+
+    public_key: Annotated[bytes, PUBKEY]
+    commission_bps: Annotated[int, U32]
+    self_stake: Annotated[int, U64]
+    queen: Annotated[int, U8]
+
+
+@record
+class EditValidator(Record):
+    """The operator changes its validator; KEEP_U32 / KEEP_U8 leave a field unchanged.
+
+    `bound_licences` is the number of the operator's node licences bound to the
+    validator (binding moves them out of the operator's account, unbinding back).
+    """
+
+    validator: Annotated[bytes, ADDRESS]
+    commission_bps: Annotated[int, U32]
+    queen: Annotated[int, U8]
+    bound_licences: Annotated[int, U32]
+
+
+@record
+class Delegate(Record):
+    """Bond `amount` spendable GPU of the sender to `validator`."""
+
+    validator: Annotated[bytes, ADDRESS]
+    amount: Annotated[int, U64]
+
+
+@record
+class Undelegate(Record):
+    """Start unbonding `amount` GPU of the sender's stake with `validator`."""
+
+    validator: Annotated[bytes, ADDRESS]
+    amount: Annotated[int, U64]
+
+
+@record
+class Redelegate(Record):
+    """Move `amount` GPU of the sender's stake from `source` to `target` at once."""
+
+    source: Annotated[bytes, ADDRESS]
+    target: Annotated[bytes, ADDRESS]
+    amount: Annotated[int, U64]
+
+
+@record
+class WithdrawRewards(Record):
+    """Withdraw the sender's rewards from `validator` (delegation, and commission if operator)."""
+
+    validator: Annotated[bytes, ADDRESS]
+
+
+@record
+class Unjail(Record):
+    """The operator returns its jailed validator to the candidates after the jail time."""
+
+    validator: Annotated[bytes, ADDRESS]
+
+
+@record
+class Swap(Record):
+    """Swap `amount_in` of `denom_in` for the other side of the GPU/stable pool."""
+
+    denom_in: Annotated[int, U8]
+    amount_in: Annotated[int, U64]
+    min_out: Annotated[int, U64]
+
+
+@record
+class AddLiquidity(Record):
+    """Deposit up to `gpu` and `stable` into the pool for at least `min_shares` LP shares."""
+
+    gpu: Annotated[int, U64]
+    stable: Annotated[int, U64]
+    min_shares: Annotated[int, U64]
+
+
+@record
+class RemoveLiquidity(Record):
+    """Redeem `shares` LP shares for at least `min_gpu` and `min_stable`."""
+
+    shares: Annotated[int, U64]
+    min_gpu: Annotated[int, U64]
+    min_stable: Annotated[int, U64]
+
+
+@record
+class IssueStable(Record):
+    """The genesis stable issuer mints `amount` stable units to `to` (fiat/USDT rails in)."""
+
+    to: Annotated[bytes, ADDRESS]
+    amount: Annotated[int, U64]
+
+
+@record
+class PayRevenue(Record):
+    """Pay `amount` stable units of GPU-rental revenue to the buyback treasury."""
+
+    amount: Annotated[int, U64]
+
+
+TX_BODIES = OneOf((
+    (1, Transfer), (2, LicenceTransfer), (3, CreateValidator), (4, EditValidator),
+    (5, Delegate), (6, Undelegate), (7, Redelegate), (8, WithdrawRewards), (9, Unjail),
+    (10, Swap), (11, AddLiquidity), (12, RemoveLiquidity), (13, IssueStable),
+    (14, PayRevenue),
+))
+TxBody = (Transfer | LicenceTransfer | CreateValidator | EditValidator | Delegate | Undelegate
+          | Redelegate | WithdrawRewards | Unjail | Swap | AddLiquidity | RemoveLiquidity
+          | IssueStable | PayRevenue)
 
 
 @record
@@ -71,7 +202,7 @@ class Tx(Record):
     sender: Annotated[bytes, PUBKEY]
     nonce: Annotated[int, U64]
     fee: Annotated[int, U64]
-    body: Annotated[Transfer, TX_BODIES]
+    body: Annotated[TxBody, TX_BODIES]
 
 
 @record
@@ -259,6 +390,66 @@ class ValidatorSet(Record):
     """The validators of a height, sorted by address."""
 
     validators: Annotated[tuple[Validator, ...], ListOf(Validator, MAX_VALIDATORS)]
+
+
+ACC = Bytes(32, 32)  # an unsigned 256-bit fixed-point accumulator, big-endian
+
+
+@record
+class StakingValidator(Record):
+    """A validator's staking record (state key "sv" + address).
+
+    `tokens` GPU are bonded to it, owned by delegators in proportion to their
+    `shares` of `shares` (slashing lowers tokens, not shares). Rewards for
+    delegators accumulate per share in `reward_acc` (REWARD_ACC_SCALE fixed
+    point); `operator_rewards` holds commission and provider income for the
+    operator. `bound_licences` of the operator's node licences count for it.
+    `jailed_until` is the first height an Unjail may succeed; a tombstoned
+    validator never returns.
+    """
+
+    address: Annotated[bytes, ADDRESS]
+    public_key: Annotated[bytes, PUBKEY]
+    operator: Annotated[bytes, ADDRESS]
+    commission_bps: Annotated[int, U32]
+    tokens: Annotated[int, U64]
+    shares: Annotated[int, U64]
+    queen: Annotated[int, U8]
+    bound_licences: Annotated[int, U32]
+    jailed: Annotated[int, U8]
+    tombstoned: Annotated[int, U8]
+    jailed_until: Annotated[int, U64]
+    reward_acc: Annotated[bytes, ACC]
+    operator_rewards: Annotated[int, U64]
+    created_height: Annotated[int, U64]
+
+
+@record
+class Delegation(Record):
+    """A delegator's shares of a validator (state key "sd" + delegator + validator).
+
+    `reward_acc` is the validator's accumulator when the delegation's rewards
+    were last settled: pending = shares * (acc - reward_acc) // REWARD_ACC_SCALE.
+    """
+
+    shares: Annotated[int, U64]
+    reward_acc: Annotated[bytes, ACC]
+
+
+REWARD_ACC_SCALE = 2**64
+
+
+def acc_to_int(acc: bytes) -> int:
+    """The integer value of a 256-bit accumulator."""
+    return int.from_bytes(acc, "big")
+
+
+def int_to_acc(value: int) -> bytes:
+    """A 256-bit accumulator holding `value` (0 <= value < 2^256)."""
+    return value.to_bytes(32, "big")
+
+
+ZERO_ACC = bytes(32)
 
 
 # --- ids ----------------------------------------------------------------------

@@ -26,6 +26,43 @@ VALIDATOR_UPDATES_KEY = b"vq"  # updates queued by this block's txs; gone after 
 VALIDATOR_HISTORY_PREFIX = b"vh"  # + height(8): the set taking effect at that height
 VALIDATORS_SINCE_PREFIX = b"vs"  # + height(8): the height the set in effect there took effect
 EVIDENCE_PREFIX = b"e"  # + validator(20) height(8) round(4) type(1); only evidence uses "e"
+# The token economy's key spaces: one first letter per subsystem.
+STAKING_PREFIX = b"s"  # staking and slashing: "sv" validators, "sd" delegations, ...
+DISTRIBUTION_PREFIX = b"d"  # emission carry, epoch snapshots, reward bookkeeping
+EXCHANGE_PREFIX = b"x"  # the GPU/stable pool, LP shares, the buyback
+SUPPLY_KEY = b"t"  # supply totals (see consensus.supply)
+STAKING_VALIDATOR_PREFIX = b"sv"  # + validator address(20) -> StakingValidator
+DELEGATION_PREFIX = b"sd"  # + delegator(20) + validator(20) -> Delegation
+
+MODULE_NAMES = ("bonded", "unbonding", "rewards", "treasury", "pool", "reserve", "escrow",
+                "collateral")
+
+
+def module_address(name: str) -> bytes:
+    """The account a protocol module keeps its funds in: no key can sign for it.
+
+    bonded: staked GPU; unbonding: GPU waiting out the unbonding period; rewards:
+    minted emission not yet withdrawn; treasury: buyback revenue (stable) and its
+    purchases; pool: the AMM's reserves; reserve: genesis supply not allocated to
+    an account; escrow and collateral: proof-of-compute job payments and provider
+    collateral.
+    """
+    if name not in MODULE_NAMES:
+        raise ValueError(f"unknown module {name!r}")
+    return sha256(b"gannet/module/" + name.encode())[:20]
+
+
+MODULE_ADDRESSES = {name: module_address(name) for name in MODULE_NAMES}
+
+
+def staking_validator_key(validator: bytes) -> bytes:
+    """State key of a validator's staking record."""
+    return STAKING_VALIDATOR_PREFIX + validator
+
+
+def delegation_key(delegator: bytes, validator: bytes) -> bytes:
+    """State key of a delegation (delegator first, so a wallet's delegations share a prefix)."""
+    return DELEGATION_PREFIX + delegator + validator
 
 Reader = Callable[[bytes], bytes | None]
 _MISSING = object()
@@ -75,6 +112,10 @@ class State:
                                   self._dirty.get(key, _MISSING)))
         self._values[key] = value
         self._dirty[key] = value
+
+    def read_committed(self, key: bytes) -> bytes | None:
+        """The committed encoding at `key`, ignoring this overlay's changes."""
+        return self._read(key)
 
     # --- typed access ---------------------------------------------------------
 

@@ -37,6 +37,14 @@ from chain.state import State, next_app_hash
 from chain.store import Head
 from chain.types import UINT64_MAX
 from consensus.commit import EMPTY_COMMIT, validate_commit
+from consensus.context import (
+    CODE_INSUFFICIENT_FUNDS,
+    CODE_OK,
+    CODE_OVERFLOW,
+    CODE_UNKNOWN_DENOM,
+    BlockContext,
+    TxFailed,
+)
 from consensus.errors import (
     BadNonce,
     CannotPayFee,
@@ -52,23 +60,7 @@ from consensus.validators import process_validator_updates, validator_set_at
 
 HEADER_VERSION = 1
 
-# Receipt codes of a tx that was included but failed while executing.
-CODE_OK = 0
-CODE_INSUFFICIENT_FUNDS = 1
-CODE_OVERFLOW = 2
-CODE_UNKNOWN_DENOM = 3
-
 IsVerified = Callable[[bytes], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class BlockContext:
-    """What a tx may know about the block that includes it."""
-
-    chain_id: str
-    height: int
-    fee_recipient: bytes
-    min_fee: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +72,6 @@ class BlockResult:
     writes: dict[bytes, bytes]
     app_hash: bytes
     results_hash: bytes
-
-
-class TxFailed(Exception):
-    """Internal signal: the tx is includable but its body fails (→ failed receipt)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 # --- transactions ----------------------------------------------------------------

@@ -366,7 +366,7 @@ BROKEN = [
     ("nil-record", STX, (0,), _set(None), "SignedTx.tx: expected a Tx array, got nil"),
     ("timestamp-ext", STX, (0, 2), _set(msgpack.Timestamp(1, 0)),
      "SignedTx.tx.nonce: expected uint64, got Timestamp"),
-    ("unknown-tag", STX, (0, 4, 0), _set(9), "SignedTx.tx.body: unknown variant tag 9"),
+    ("unknown-tag", STX, (0, 4, 0), _set(99), "SignedTx.tx.body: unknown variant tag 99"),
     ("tag-zero", STX, (0, 4, 0), _set(0), "SignedTx.tx.body: unknown variant tag 0"),
     ("tag-string", STX, (0, 4, 0), _set("1"), "SignedTx.tx.body: expected [tag, body]"),
     ("tag-bool", STX, (0, 4, 0), _set(True), "SignedTx.tx.body: expected [tag, body]"),
