@@ -436,6 +436,70 @@ class Delegation(Record):
     reward_acc: Annotated[bytes, ACC]
 
 
+MAX_QUEUE_ENTRIES = 4096
+
+
+@record
+class UnbondingEntry(Record):
+    """Stake leaving `validator` for `delegator`: `balance` GPU paid out at `completion_height`.
+
+    `initial_balance` is what left; `balance` is what remains after slashing.
+    """
+
+    delegator: Annotated[bytes, ADDRESS]
+    creation_height: Annotated[int, U64]
+    completion_height: Annotated[int, U64]
+    initial_balance: Annotated[int, U64]
+    balance: Annotated[int, U64]
+
+
+@record
+class UnbondingQueue(Record):
+    """A validator's unbonding entries (state key "su" + validator), oldest first."""
+
+    entries: Annotated[tuple[UnbondingEntry, ...], ListOf(UnbondingEntry, MAX_QUEUE_ENTRIES)]
+
+
+@record
+class RedelegationEntry(Record):
+    """Stake moved from a source validator to `target` at `creation_height`.
+
+    Until `completion_height` an offence of the source committed before the move
+    still slashes it: `shares` of the delegator's delegation to `target` came
+    from it, worth `initial_balance` GPU when moved.
+    """
+
+    delegator: Annotated[bytes, ADDRESS]
+    target: Annotated[bytes, ADDRESS]
+    creation_height: Annotated[int, U64]
+    completion_height: Annotated[int, U64]
+    initial_balance: Annotated[int, U64]
+    shares: Annotated[int, U64]
+
+
+@record
+class RedelegationQueue(Record):
+    """A source validator's live redelegations (state key "sr" + source), oldest first."""
+
+    entries: Annotated[tuple[RedelegationEntry, ...],
+                       ListOf(RedelegationEntry, MAX_QUEUE_ENTRIES)]
+
+
+@record
+class StakingTotals(Record):
+    """GPU bonded to validators and GPU unbonding (state key "st")."""
+
+    bonded: Annotated[int, U64]
+    unbonding: Annotated[int, U64]
+
+
+@record
+class ValidatorIndex(Record):
+    """Every validator with a staking record, sorted by address (state key "si")."""
+
+    addresses: Annotated[tuple[bytes, ...], ListOf(ADDRESS, MAX_VALIDATORS)]
+
+
 REWARD_ACC_SCALE = 2**64
 
 

@@ -33,6 +33,10 @@ EXCHANGE_PREFIX = b"x"  # the GPU/stable pool, LP shares, the buyback
 SUPPLY_KEY = b"t"  # supply totals (see consensus.supply)
 STAKING_VALIDATOR_PREFIX = b"sv"  # + validator address(20) -> StakingValidator
 DELEGATION_PREFIX = b"sd"  # + delegator(20) + validator(20) -> Delegation
+UNBONDING_PREFIX = b"su"  # + validator(20) -> UnbondingQueue
+REDELEGATION_PREFIX = b"sr"  # + source validator(20) -> RedelegationQueue
+STAKING_TOTALS_KEY = b"st"  # -> StakingTotals
+VALIDATOR_INDEX_KEY = b"si"  # -> ValidatorIndex
 
 MODULE_NAMES = ("bonded", "unbonding", "rewards", "treasury", "pool", "reserve", "escrow",
                 "collateral")
