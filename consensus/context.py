@@ -30,6 +30,7 @@ class BlockContext:
     fee_recipient: bytes
     min_fee: int
     params: NetworkParams = field(default_factory=NetworkParams)
+    first_height: int = 1  # genesis initial_height: emission and buyback periods count from it
 
 
 class TxFailed(Exception):
