@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chain.records import Account
 from consensus.params import NetworkParams
 
 CODE_OK = 0
@@ -31,6 +32,37 @@ class BlockContext:
     min_fee: int
     params: NetworkParams = field(default_factory=NetworkParams)
     first_height: int = 1  # genesis initial_height: emission and buyback periods count from it
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRules:
+    """What every block of one chain is checked against: its id, parameters and first height."""
+
+    chain_id: str
+    params: NetworkParams = field(default_factory=NetworkParams)
+    first_height: int = 1
+
+    @property
+    def min_fee(self) -> int:
+        """The least fee a tx must pay."""
+        return self.params.fee.min_fee
+
+    @property
+    def evidence_max_age(self) -> int:
+        """How many heights old evidence may be."""
+        return self.params.staking.evidence_max_age_blocks
+
+    def context(self, height: int, fee_recipient: bytes) -> BlockContext:
+        """The context of block `height` whose fees go to `fee_recipient`."""
+        return BlockContext(chain_id=self.chain_id, height=height, fee_recipient=fee_recipient,
+                            min_fee=self.min_fee, params=self.params,
+                            first_height=self.first_height)
+
+
+def spendable_gpu(account: Account, height: int) -> int:
+    """GPU balance minus amounts still locked at `height`."""
+    locked = sum(lock.amount for lock in account.locks if lock.release_height > height)
+    return max(account.gpu - locked, 0)
 
 
 class TxFailed(Exception):

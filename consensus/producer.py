@@ -25,20 +25,20 @@ from chain.records import (
 )
 from chain.state import State
 from chain.store import Head
+from consensus.context import BlockContext, ChainRules
 from consensus.errors import InvalidEvidence, InvalidSignature, InvalidTransaction, WrongChainId
 from consensus.evidence import (
-    DEFAULT_MAX_EVIDENCE_AGE,
     evidence_hash,
     offence_of,
     validate_evidence,
 )
 from consensus.transition import (
     HEADER_VERSION,
-    BlockContext,
     BlockResult,
     IsVerified,
     apply_evidence,
     apply_tx,
+    begin_block,
     end_block,
     find_validator,
     finish_block,
@@ -68,12 +68,10 @@ def next_block_time(head: Head, now_ms: int) -> int:
     return max(now_ms, head.time_ms + 1)
 
 
-def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer: bytes,
-                time_ms: int, last_commit: Commit,
-                candidates: Iterable[SignedTx | PendingTx],
+def build_block(state: State, head: Head, rules: ChainRules, proposer: bytes, time_ms: int,
+                last_commit: Commit, candidates: Iterable[SignedTx | PendingTx],
                 is_verified: IsVerified | None = None,
-                evidence: tuple[DuplicateVoteEvidence, ...] = (),
-                evidence_max_age: int = DEFAULT_MAX_EVIDENCE_AGE) -> BuiltBlock:
+                evidence: tuple[DuplicateVoteEvidence, ...] = ()) -> BuiltBlock:
     """Build and apply the next block on `head` from `evidence` and `candidates`, in order.
 
     Evidence that is invalid here (or proves an offence an earlier piece already
@@ -83,18 +81,19 @@ def build_block(state: State, head: Head, chain_id: str, min_fee: int, proposer:
     now follow a gap. Candidates may come from the mempool (`PendingTx`, whose
     encoding and hash are reused) or be plain signed txs.
     """
+    chain_id = rules.chain_id
     vset, next_vset = state.get_validator_set(), state.get_next_validator_set()
     validator = find_validator(vset, proposer)
     if validator is None:
         raise ValueError(f"{proposer.hex()} is not in the validator set")
     height = head.height + 1
     included_evidence, rejected_evidence = select_evidence(
-        state, chain_id, evidence, height, evidence_max_age)
+        state, chain_id, evidence, height, rules.evidence_max_age)
     apply_evidence(state, included_evidence, height)
-    ctx = BlockContext(chain_id=chain_id, height=height,
-                       fee_recipient=validator.operator, min_fee=min_fee)
+    ctx = rules.context(height, validator.operator)
+    begin_block(state, ctx, last_commit, included_evidence)
     included, receipts, rejected, senders = select_txs(state, ctx, candidates, is_verified)
-    end_block(state, height)
+    end_block(state, ctx)
     raws = tuple(p.raw for p in included)
     header = Header(
         version=HEADER_VERSION, chain_id=chain_id.encode(), height=height,

@@ -19,10 +19,12 @@ from chain.records import (
     RECEIPT_OK,
     Account,
     Block,
+    Commit,
     DuplicateVoteEvidence,
     Receipt,
     SignedTx,
     Transfer,
+    TxBody,
     Validator,
     ValidatorSet,
     commit_hash,
@@ -36,6 +38,7 @@ from chain.signing import verify_tx_signature
 from chain.state import State, next_app_hash
 from chain.store import Head
 from chain.types import UINT64_MAX
+from consensus import economy
 from consensus.commit import EMPTY_COMMIT, validate_commit
 from consensus.context import (
     CODE_INSUFFICIENT_FUNDS,
@@ -43,7 +46,9 @@ from consensus.context import (
     CODE_OVERFLOW,
     CODE_UNKNOWN_DENOM,
     BlockContext,
+    ChainRules,
     TxFailed,
+    spendable_gpu,
 )
 from consensus.errors import (
     BadNonce,
@@ -55,7 +60,8 @@ from consensus.errors import (
     InvalidTransaction,
     WrongChainId,
 )
-from consensus.evidence import DEFAULT_MAX_EVIDENCE_AGE, record_evidence, validate_block_evidence
+from consensus.evidence import record_evidence, validate_block_evidence
+from consensus.supply import check_supply_invariant, track_balances
 from consensus.validators import process_validator_updates, validator_set_at
 
 HEADER_VERSION = 1
@@ -75,12 +81,6 @@ class BlockResult:
 
 
 # --- transactions ----------------------------------------------------------------
-
-
-def spendable_gpu(account: Account, height: int) -> int:
-    """GPU balance minus amounts still locked at `height`."""
-    locked = sum(lock.amount for lock in account.locks if lock.release_height > height)
-    return max(account.gpu - locked, 0)
 
 
 def validate_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool,
@@ -144,12 +144,12 @@ def charge_fee(state: State, sender: bytes, fee: int, ctx: BlockContext) -> None
     state.set_account(ctx.fee_recipient, _with(recipient, gpu=_add(recipient.gpu, fee)))
 
 
-def apply_body(state: State, sender: bytes, body: Transfer, ctx: BlockContext) -> None:
-    """Run a tx body; raise `TxFailed` to fail it."""
+def apply_body(state: State, sender: bytes, body: TxBody, ctx: BlockContext) -> None:
+    """Run a tx body by its kind's rule; the rule raises `TxFailed` to fail it."""
     if isinstance(body, Transfer):
         apply_transfer(state, sender, body, ctx)
-    else:  # pragma: no cover - the codec admits only known bodies
-        raise AssertionError(f"no rule for {type(body).__name__}")
+    else:
+        economy.TX_HANDLERS[type(body)](state, sender, body, ctx)
 
 
 def apply_transfer(state: State, sender: bytes, body: Transfer, ctx: BlockContext) -> None:
@@ -248,33 +248,44 @@ def apply_evidence(state: State, evidence: tuple[DuplicateVoteEvidence, ...],
         record_evidence(state, piece, height)
 
 
-def end_block(state: State, height: int) -> None:
-    """End-of-block rules: the validator sets move on (updates take effect at height + 2)."""
-    process_validator_updates(state, height)
+def begin_block(state: State, ctx: BlockContext, last_commit: Commit,
+                evidence: tuple[DuplicateVoteEvidence, ...]) -> None:
+    """Rules before the txs: liveness and slashing, epochs, matured unbondings, the oracle."""
+    signers = (frozenset(sig.validator for sig in last_commit.signatures)
+               if ctx.height > ctx.first_height else None)
+    economy.begin_block(state, ctx, signers, evidence)
 
 
-def apply_block(state: State, block: Block, head: Head, chain_id: str, min_fee: int,
-                is_verified: IsVerified | None = None,
-                evidence_max_age: int = DEFAULT_MAX_EVIDENCE_AGE) -> BlockResult:
-    """Validate `block` against `head` and apply it to `state`.
+def end_block(state: State, ctx: BlockContext) -> None:
+    """Rules after the txs: emission, buyback, the active set; then the validator sets move
+    on (updates take effect at height + 2) and the supply must still add up."""
+    economy.end_block(state, ctx)
+    process_validator_updates(state, ctx.height)
+    track_balances(state)
+    check_supply_invariant(state)
+
+
+def apply_block(state: State, block: Block, head: Head, rules: ChainRules,
+                is_verified: IsVerified | None = None) -> BlockResult:
+    """Validate `block` against `head` and apply it to `state` under `rules`.
 
     Steps: validate the header against the current and next validator sets;
     validate the last commit against the parent's signers; validate and record
-    the evidence (no slashing yet: the token-economy rules will act on it); apply
-    each tx, where an invalid tx invalidates the block; end the block (validator
-    sets and proposer priorities move on); derive the results hash and the next
-    app hash from the write set. `evidence_max_age` is the network's
-    `params.staking.evidence_max_age_blocks`.
+    the evidence; begin the block (economy rules that act before txs); apply
+    each tx, where an invalid tx invalidates the block; end the block (economy
+    rules, validator sets and proposer priorities move on, the supply invariant);
+    derive the results hash and the next app hash from the write set.
     """
     height = block.header.height
     vset = state.get_validator_set()
-    validate_header(block, head, chain_id, vset, state.get_next_validator_set())
-    validate_last_commit(block, head, chain_id, state)
-    validate_block_evidence(chain_id, state, block.evidence, height, evidence_max_age)
+    validate_header(block, head, rules.chain_id, vset, state.get_next_validator_set())
+    validate_last_commit(block, head, rules.chain_id, state)
+    validate_block_evidence(rules.chain_id, state, block.evidence, height,
+                            rules.evidence_max_age)
     apply_evidence(state, block.evidence, height)
     proposer = find_validator(vset, block.header.proposer)
-    ctx = BlockContext(chain_id=chain_id, height=height,
-                       fee_recipient=proposer.operator, min_fee=min_fee)
+    ctx = rules.context(height, proposer.operator)
+    begin_block(state, ctx, block.last_commit, block.evidence)
     receipts, hashes = [], []
     for index, stx in enumerate(block.txs):
         h = tx_hash(stx)
@@ -284,7 +295,7 @@ def apply_block(state: State, block: Block, head: Head, chain_id: str, min_fee: 
         except InvalidTransaction as exc:
             raise InvalidBlockTx(index, h, exc) from exc
         hashes.append(h)
-    end_block(state, height)
+    end_block(state, ctx)
     return finish_block(state, head, receipts, hashes)
 
 

@@ -21,6 +21,7 @@ from chain.records import Block, Commit, block_hash, encode_block
 from chain.state import State
 from chain.store import BlockStore, Head
 from consensus.commit import EMPTY_COMMIT
+from consensus.context import ChainRules
 from consensus.errors import InvalidBlock
 from consensus.evidence import EvidencePool
 from consensus.producer import build_block, next_block_time
@@ -61,12 +62,12 @@ class ChainApp:
     after it commits a block; executions against an older head are dropped then.
     """
 
-    def __init__(self, store: BlockStore, chain_id: str, min_fee: int, proposer: bytes | None,
+    def __init__(self, store: BlockStore, rules: ChainRules, proposer: bytes | None,
                  limits: BlockLimits, reap: Reap, is_verified: IsVerified,
                  evidence: EvidencePool) -> None:
         self.store = store
-        self.chain_id = chain_id
-        self.min_fee = min_fee
+        self.rules = rules
+        self.chain_id = rules.chain_id
         self.proposer = proposer
         self.limits = limits
         self.head: Head = store.head()
@@ -87,11 +88,10 @@ class ChainApp:
         head = self.head
         state = State(self.store.get_state)
         built = build_block(
-            state, head, self.chain_id, self.min_fee, self.proposer,
+            state, head, self.rules, self.proposer,
             next_block_time(head, time.time_ns() // 1_000_000), self.last_commit, candidates,
             is_verified=lambda _h: True,  # reaped txs were verified on admission
             evidence=self._evidence.pending(MAX_EVIDENCE_PER_BLOCK, head.height + 1),
-            evidence_max_age=self._evidence.max_age,
         )
         block = built.block
         bh = block_hash(block)
@@ -112,8 +112,7 @@ class ChainApp:
         head = self.head
         state = State(self.store.get_state)
         try:
-            result = apply_block(state, block, head, self.chain_id, self.min_fee,
-                                 self._is_verified, self._evidence.max_age)
+            result = apply_block(state, block, head, self.rules, self._is_verified)
         except (InvalidBlock, ChainError) as exc:
             log.warning("invalid block height=%d hash=%s: %s", block.header.height,
                         bh.hex()[:16], exc)

@@ -36,6 +36,7 @@ from chain.records import (
 from chain.state import ACCOUNT_PREFIX, NEXT_VALIDATORS_KEY, State
 from chain.store import BlockStore, Head
 from consensus.commit import validate_commit
+from consensus.context import ChainRules
 from consensus.engine import Engine, TimeoutConfig
 from consensus.errors import InvalidCommit, SignStateBehind, SignStateCorrupted
 from consensus.evidence import EvidencePool
@@ -115,7 +116,8 @@ class Node:
         self.admission = TxAdmission(self.mempool, on_admitted=self._gossip_txs)
         self.evidence = EvidencePool(self.chain_id,
                                      max_age=genesis.params.staking.evidence_max_age_blocks)
-        self.app = ChainApp(self.store, self.chain_id, self.min_fee, self.validator_address,
+        self.rules = ChainRules(self.chain_id, genesis.params, genesis.initial_height)
+        self.app = ChainApp(self.store, self.rules, self.validator_address,
                             block_limits(config, genesis), self._reap_on_loop,
                             self.mempool.is_verified, self.evidence)
         self.engine = Engine(self.chain_id, self.app, self.signer, timeout_config(config))

@@ -7,6 +7,7 @@ exactly what the tx or block changed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -53,6 +54,7 @@ from chain.state import (
 from chain.store import Head
 from chain.types import UINT64_MAX, ZERO_HASH
 from consensus.commit import EMPTY_COMMIT, sign_commit
+from consensus.context import ChainRules
 from consensus.errors import (
     BadNonce,
     CannotPayFee,
@@ -72,6 +74,7 @@ from consensus.evidence import (
     offence_of,
     validate_evidence,
 )
+from consensus.params import FeeParams, NetworkParams
 from consensus.producer import BuiltBlock, build_block, next_block_time
 from consensus.transition import (
     CODE_INSUFFICIENT_FUNDS,
@@ -86,6 +89,7 @@ from consensus.validators import ValidatorSetSince, init_validator_state
 
 CHAIN = "gannet-test"
 MIN_FEE = 10
+RULES = ChainRules(CHAIN, dataclasses.replace(NetworkParams(), fee=FeeParams(min_fee=MIN_FEE)))
 HEIGHT = 5
 
 
@@ -385,13 +389,13 @@ def make_chain() -> Chain:
     writes0, head0 = genesis()
     txs1 = [transfer(amount=100), transfer(to=CAROL, amount=50, denom=DENOM_STABLE, nonce=1),
             transfer(sender=BOB_KEY, to=ALICE, amount=5_000)]  # the last one fails
-    built1 = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+    built1 = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT,
                          txs1)
     writes1 = merged(writes0, built1.result.writes)
     head1 = head_after(built1)
     commit1 = sign_commit(CHAIN, VAL_KEY, VAL, 1, 0, block_hash(built1.block))
     txs2 = [transfer(amount=1, nonce=2), transfer(sender=BOB_KEY, to=CAROL, amount=7, nonce=1)]
-    built2 = build_block(committed(writes1), head1, CHAIN, MIN_FEE, VAL, 3_000, commit1, txs2)
+    built2 = build_block(committed(writes1), head1, RULES, VAL, 3_000, commit1, txs2)
     return Chain(writes0, head0, built1, writes1, head1, built2)
 
 
@@ -401,7 +405,7 @@ CHAIN_FIXTURE = make_chain()
 def apply2(block: Block, vset_writes: dict[bytes, bytes] | None = None) -> None:
     """Apply a variant of block 2 on the state after block 1."""
     c = CHAIN_FIXTURE
-    apply_block(committed(vset_writes or c.writes1), block, c.head1, CHAIN, MIN_FEE)
+    apply_block(committed(vset_writes or c.writes1), block, c.head1, RULES)
 
 
 def test_built_blocks_replay_identically() -> None:
@@ -409,13 +413,13 @@ def test_built_blocks_replay_identically() -> None:
     c = CHAIN_FIXTURE
     assert c.built1.rejected == () and len(c.built1.block.txs) == 3
     assert c.built2.rejected == () and len(c.built2.block.txs) == 2
-    replay1 = apply_block(committed(c.writes0), c.built1.block, c.head0, CHAIN, MIN_FEE)
+    replay1 = apply_block(committed(c.writes0), c.built1.block, c.head0, RULES)
     assert replay1 == c.built1.result
     assert [r.status for r in replay1.receipts] == [RECEIPT_OK, RECEIPT_OK, RECEIPT_FAILED]
     assert replay1.tx_hashes == tuple(tx_hash(stx) for stx in c.built1.block.txs)
     assert replay1.results_hash == results_root(list(replay1.receipts))
     assert replay1.app_hash == next_app_hash(c.head0.app_hash, replay1.writes)
-    replay2 = apply_block(committed(c.writes1), c.built2.block, c.head1, CHAIN, MIN_FEE)
+    replay2 = apply_block(committed(c.writes1), c.built2.block, c.head1, RULES)
     assert replay2 == c.built2.result
     # Fees of block 1 went to the proposer's operator; the failed tx paid its fee too.
     after1 = committed(c.writes1)
@@ -467,7 +471,7 @@ def test_one_broken_header_field(changes: dict, message: str) -> None:
     c = CHAIN_FIXTURE
     state = committed(c.writes1)
     with pytest.raises(InvalidHeader, match=message):
-        apply_block(state, with_header(c.built2.block, **changes), c.head1, CHAIN, MIN_FEE)
+        apply_block(state, with_header(c.built2.block, **changes), c.head1, RULES)
     assert state.write_set() == {}
 
 
@@ -484,7 +488,8 @@ def test_header_checked_against_the_body() -> None:
 def test_wrong_chain_id_argument() -> None:
     c = CHAIN_FIXTURE
     with pytest.raises(InvalidHeader, match="wrong chain id"):
-        apply_block(committed(c.writes1), c.built2.block, c.head1, "gannet-other", MIN_FEE)
+        apply_block(committed(c.writes1), c.built2.block, c.head1,
+                    ChainRules("gannet-other", RULES.params))
 
 
 def with_commit(block: Block, commit: Commit) -> Block:
@@ -496,8 +501,7 @@ def test_first_block_must_carry_an_empty_commit() -> None:
     c = CHAIN_FIXTURE
     commit = sign_commit(CHAIN, VAL_KEY, VAL, 0, 0, c.head0.block_hash)
     with pytest.raises(InvalidHeader, match="empty last commit"):
-        apply_block(committed(c.writes0), with_commit(c.built1.block, commit), c.head0, CHAIN,
-                     MIN_FEE)
+        apply_block(committed(c.writes0), with_commit(c.built1.block, commit), c.head0, RULES)
 
 
 def _commit1(**changes: object) -> Commit:
@@ -548,14 +552,14 @@ def _multi_validator_block2(powers: list[int], signers: list[int]) -> tuple[Bloc
          for k, p in zip(keys, powers, strict=True)),
         key=lambda v: v.address)))
     writes0, head0 = genesis(vset)
-    built1 = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT, [])
+    built1 = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT, [])
     b1 = block_hash(built1.block)
     sigs = tuple(s for i in signers
                  for s in sign_commit(CHAIN, keys[i], addr(keys[i]), 1, 0, b1).signatures)
     commit = Commit(height=1, round=0, block_hash=b1, signatures=sigs)
     writes1 = merged(writes0, built1.result.writes)
     head1 = head_after(built1)
-    built2 = build_block(committed(writes1), head1, CHAIN, MIN_FEE, VAL, 3_000, commit, [])
+    built2 = build_block(committed(writes1), head1, RULES, VAL, 3_000, commit, [])
     return built2.block, writes1, head1
 
 
@@ -572,10 +576,10 @@ def test_commit_needs_more_than_two_thirds(powers: list[int], signers: list[int]
                                            enough: bool) -> None:
     block, writes1, head1 = _multi_validator_block2(powers, signers)
     if enough:
-        apply_block(committed(writes1), block, head1, CHAIN, MIN_FEE)
+        apply_block(committed(writes1), block, head1, RULES)
     else:
         with pytest.raises(InvalidCommit, match="not more than 2/3"):
-            apply_block(committed(writes1), block, head1, CHAIN, MIN_FEE)
+            apply_block(committed(writes1), block, head1, RULES)
 
 
 def with_txs(block: Block, txs: tuple[SignedTx, ...]) -> Block:
@@ -622,9 +626,9 @@ def test_block_with_evidence_records_the_offence() -> None:
     evidence = (_double_sign(1),)
     block = with_header(replace(c.built2.block, evidence=evidence),
                         evidence_hash=evidence_root(evidence))
-    plain = apply_block(committed(c.writes1), c.built2.block, c.head1, CHAIN, MIN_FEE)
+    plain = apply_block(committed(c.writes1), c.built2.block, c.head1, RULES)
     state = committed(c.writes1)
-    result = apply_block(state, block, c.head1, CHAIN, MIN_FEE)
+    result = apply_block(state, block, c.head1, RULES)
     key_ = EVIDENCE_PREFIX + offence_key(offence_of(evidence[0]))
     assert result.writes == {**plain.writes, key_: encode(CommittedEvidence(
         committed_at=2, evidence_hash=sha256(encode(evidence[0]))))}
@@ -649,7 +653,7 @@ def test_build_block_includes_valid_evidence_and_reports_the_rest() -> None:
     c = CHAIN_FIXTURE
     good = _double_sign(1)
     swapped = replace(good, vote_a=good.vote_b, vote_b=good.vote_a)
-    built = build_block(committed(c.writes1), c.head1, CHAIN, MIN_FEE, VAL, 3_000,
+    built = build_block(committed(c.writes1), c.head1, RULES, VAL, 3_000,
                         c.built2.block.last_commit, [], evidence=(swapped, good, good))
     assert built.block.evidence == (good,)
     assert built.block.header.evidence_hash == evidence_root((good,))
@@ -657,7 +661,7 @@ def test_build_block_includes_valid_evidence_and_reports_the_rest() -> None:
     assert "canonical order" in reasons[0] and "duplicate" in reasons[1]
     assert [h for h, _ in built.rejected_evidence] == [sha256(encode(swapped)),
                                                        sha256(encode(good))]
-    replay = apply_block(committed(c.writes1), built.block, c.head1, CHAIN, MIN_FEE)
+    replay = apply_block(committed(c.writes1), built.block, c.head1, RULES)
     assert replay == built.result
 
 
@@ -675,20 +679,20 @@ def test_build_block_drops_invalid_candidates(invalid: SignedTx, reason: str) ->
     ok0 = transfer(amount=10)
     failing = transfer(sender=BOB_KEY, to=CAROL, amount=10**9)
     ok1 = transfer(sender=BOB_KEY, to=CAROL, amount=5, nonce=1)
-    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+    built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT,
                         [ok0, invalid, failing, ok1])
     assert built.block.txs == (ok0, failing, ok1)
     assert [h for h, _ in built.rejected] == [tx_hash(invalid)]
     assert reason in built.rejected[0][1]
     assert [r.status for r in built.result.receipts] == [RECEIPT_OK, RECEIPT_FAILED, RECEIPT_OK]
-    replay = apply_block(committed(writes0), built.block, head0, CHAIN, MIN_FEE)
+    replay = apply_block(committed(writes0), built.block, head0, RULES)
     assert replay == built.result
 
 
 def test_build_block_refuses_a_proposer_outside_the_set() -> None:
     writes0, head0 = genesis()
     with pytest.raises(ValueError, match="not in the validator set"):
-        build_block(committed(writes0), head0, CHAIN, MIN_FEE, ALICE, 2_000, EMPTY_COMMIT, [])
+        build_block(committed(writes0), head0, RULES, ALICE, 2_000, EMPTY_COMMIT, [])
 
 
 def test_is_verified_is_trusted() -> None:
@@ -696,20 +700,20 @@ def test_is_verified_is_trusted() -> None:
     writes0, head0 = genesis()
     forged = bad_signature(transfer(amount=10))
     trusted = {tx_hash(forged)}
-    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+    built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT,
                         [forged], is_verified=trusted.__contains__)
     assert built.block.txs == (forged,)
-    assert apply_block(committed(writes0), built.block, head0, CHAIN, MIN_FEE,
+    assert apply_block(committed(writes0), built.block, head0, RULES,
                        is_verified=trusted.__contains__) == built.result
     with pytest.raises(InvalidBlockTx) as info:
-        apply_block(committed(writes0), built.block, head0, CHAIN, MIN_FEE)
+        apply_block(committed(writes0), built.block, head0, RULES)
     assert isinstance(info.value.cause, InvalidSignature)
 
 
 def test_empty_block_changes_only_the_validator_history() -> None:
     """A single validator's empty block records only that its set also signs height 3."""
     writes0, head0 = genesis()
-    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT, [])
+    built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT, [])
     since_genesis = encode(ValidatorSetSince(height=1))
     assert built.result.writes == {validators_since_key(3): since_genesis}
     assert built.result.receipts == ()
@@ -730,7 +734,7 @@ def test_build_block_skips_a_senders_later_txs_after_a_rejection() -> None:
     first = transfer(nonce=0, fee=MIN_FEE - 1)  # below the minimum: rejected
     later = transfer(nonce=1)
     other = transfer(sender=BOB_KEY, to=CAROL)
-    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+    built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT,
                         [first, later, other])
     assert [tx_hash(stx) for stx in built.block.txs] == [tx_hash(other)]
     assert [h for h, _ in built.rejected] == [tx_hash(first)]
@@ -741,7 +745,7 @@ def test_a_forged_tx_does_not_stall_the_sender_it_names() -> None:
     writes0, head0 = genesis()
     forged = bad_signature(transfer(amount=99))
     real = transfer(amount=10)
-    built = build_block(committed(writes0), head0, CHAIN, MIN_FEE, VAL, 2_000, EMPTY_COMMIT,
+    built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT,
                         [forged, real])
     assert built.block.txs == (real,)
     assert [h for h, _ in built.rejected] == [tx_hash(forged)]

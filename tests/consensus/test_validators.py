@@ -8,6 +8,7 @@ before the block is built or applied, exactly where a tx would have.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 
 import pytest
@@ -40,7 +41,9 @@ from chain.state import (
 from chain.store import Head
 from chain.types import ZERO_HASH
 from consensus.commit import EMPTY_COMMIT, sign_commit
+from consensus.context import ChainRules
 from consensus.errors import InvalidCommit, InvalidHeader, InvalidValidatorUpdate
+from consensus.params import FeeParams, NetworkParams
 from consensus.producer import BuiltBlock, build_block
 from consensus.proposer import (
     MAX_TOTAL_VOTING_POWER,
@@ -64,6 +67,7 @@ from consensus.validators import (
 
 CHAIN = "gannet-test"
 MIN_FEE = 1
+RULES = ChainRules(CHAIN, dataclasses.replace(NetworkParams(), fee=FeeParams(min_fee=MIN_FEE)))
 KEYS = [SigningKey.from_seed(bytes([40 + i]) * 32) for i in range(6)]
 
 
@@ -244,10 +248,9 @@ def produce(node: Node, updates: tuple[Validator, ...] = ()) -> BuiltBlock:
     with every validator of its height."""
     pre = committed(node.writes)
     proposer = proposer_of_height(pre)(0)
-    built = build_block(queue(pre, updates), node.head, CHAIN, MIN_FEE, proposer,
+    built = build_block(queue(pre, updates), node.head, RULES, proposer,
                         node.head.time_ms + 1, node.last_commit, [])
-    replay = apply_block(queue(committed(node.writes), updates), built.block, node.head, CHAIN,
-                         MIN_FEE)
+    replay = apply_block(queue(committed(node.writes), updates), built.block, node.head, RULES)
     assert replay == built.result
     block = built.block
     height = block.header.height
@@ -298,9 +301,9 @@ def test_the_parents_signers_check_the_last_commit_across_a_change() -> None:
 
 
 def build_and_apply(node: Node, proposer: bytes, last_commit: Commit) -> None:
-    built = build_block(committed(node.writes), node.head, CHAIN, MIN_FEE, proposer,
+    built = build_block(committed(node.writes), node.head, RULES, proposer,
                         node.head.time_ms + 1, last_commit, [])
-    apply_block(committed(node.writes), built.block, node.head, CHAIN, MIN_FEE)
+    apply_block(committed(node.writes), built.block, node.head, RULES)
 
 
 def test_headers_must_name_the_current_and_next_sets() -> None:
@@ -312,13 +315,13 @@ def test_headers_must_name_the_current_and_next_sets() -> None:
     stale = replace(block3, header=replace(block3.header,
                                            next_validators_hash=validator_set_hash(G)))
     with pytest.raises(InvalidHeader, match="wrong next validators hash"):
-        apply_block(committed(node.writes), stale, node.head, CHAIN, MIN_FEE)
+        apply_block(committed(node.writes), stale, node.head, RULES)
     assert built.block.header.next_validators_hash == validator_set_hash(G)
 
 
 def produce_unapplied(node: Node) -> Block:
     pre = committed(node.writes)
-    return build_block(pre, node.head, CHAIN, MIN_FEE, proposer_of_height(pre)(0),
+    return build_block(pre, node.head, RULES, proposer_of_height(pre)(0),
                        node.head.time_ms + 1, node.last_commit, []).block
 
 

@@ -33,6 +33,7 @@ from chain.state import State
 from chain.store import Head
 from chain.types import BASE_UNITS_PER_GPU
 from consensus.commit import EMPTY_COMMIT, validate_commit
+from consensus.context import ChainRules
 from consensus.errors import InvalidBlock
 from consensus.producer import build_block
 from consensus.transition import BlockResult, apply_block
@@ -125,8 +126,8 @@ def signed_chain() -> SignedChain:
         state = State(lambda key, w=writes: w.get(key) or None)
         proposer = address(VALIDATOR_KEYS[height % len(VALIDATOR_KEYS)])
         fee = genesis.params.fee.min_fee
-        built = build_block(state, head, CHAIN_ID, fee, proposer, head.time_ms + 1000,
-                            last_commit, [transfer(height - 1, fee)])
+        built = build_block(state, head, ChainRules(CHAIN_ID, genesis.params), proposer,
+                            head.time_ms + 1000, last_commit, [transfer(height - 1, fee)])
         assert not built.rejected, built.rejected
         bh = block_hash(built.block)
         last_commit = sign_full_commit(VALIDATOR_KEYS, height, bh)
@@ -162,7 +163,8 @@ class Replica:
         bh = block_hash(block)
         try:
             validate_commit(CHAIN_ID, state.get_validator_set(), commit, block.header.height, bh)
-            result = apply_block(state, block, self.head, CHAIN_ID, self.chain.min_fee)
+            result = apply_block(state, block, self.head,
+                                 ChainRules(CHAIN_ID, self.chain.genesis.params))
         except InvalidBlock as exc:
             raise SyncRejected(str(exc)) from exc
         self.writes.update(result.writes)
