@@ -642,6 +642,29 @@ def from_json(doc: Any, path: str = "params") -> NetworkParams:
     return params
 
 
+def params_with_overrides(base: NetworkParams, overrides: Any,
+                          path: str = "params") -> NetworkParams:
+    """`base` with the parameters named in the JSON object `overrides` replaced.
+
+    `overrides` has the shape of genesis "params" but may name any subset, e.g.
+    {"tokenomics": {"halving_period_blocks": 100}}: a testnet compresses years into
+    minutes this way. Raises ParamsError naming every problem by path.
+    """
+    if not isinstance(overrides, dict):
+        raise ParamsError([(path, f"expected an object, got {describe_json_value(overrides)}")])
+    return from_json(_merged_json(to_json(base), overrides), path)
+
+
+def _merged_json(base: Any, overrides: Any) -> Any:
+    """`base` with `overrides` laid over it, object by object (lists and scalars replace)."""
+    if not (isinstance(base, dict) and isinstance(overrides, dict)):
+        return overrides
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merged_json(base[key], value) if key in base else value
+    return merged
+
+
 def parse_params_json(doc: Any, path: str = "params") -> tuple[NetworkParams, list[ParamProblem]]:
     """NetworkParams and every problem of `doc`, each path prefixed with `path`.
 

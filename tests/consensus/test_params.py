@@ -31,6 +31,7 @@ from consensus.params import (
     default_params,
     from_json,
     params_problems,
+    params_with_overrides,
     parse_params_json,
     to_json,
 )
@@ -423,3 +424,28 @@ def test_any_block_time_gives_valid_round_tripping_params(block_time_ms: int) ->
     params = default_params(block_time_ms)
     assert params_problems(params) == []
     assert from_json(json.loads(json.dumps(to_json(params)))) == params
+
+
+def test_overrides_replace_only_what_they_name() -> None:
+    """A partial override changes the named fields and keeps every other one."""
+    base = default_params(200)
+    params = params_with_overrides(base, {"tokenomics": {"halving_period_blocks": 100},
+                                          "staking": {"slash_fraction_downtime": {
+                                              "num": 1, "den": 100}}})
+    assert params.tokenomics.halving_period_blocks == 100
+    assert params.staking.slash_fraction_downtime == Ratio(1, 100)
+    assert params.staking.unbonding_period_blocks == base.staking.unbonding_period_blocks
+    assert params.block == base.block
+
+
+@pytest.mark.parametrize(("overrides", "path"), [
+    ({"tokenomics": {"halving_period_blocks": 0}}, "params.tokenomics.halving_period_blocks"),
+    ({"staking": {"no_such": 1}}, "params.staking.no_such"),
+    ([], "params"),
+    ({"fee": {"min_fee": 1.5}}, "params.fee.min_fee"),
+])
+def test_bad_overrides_name_their_path(overrides: object, path: str) -> None:
+    """An override that breaks a rule is refused with the path of the offending field."""
+    with pytest.raises(ParamsError) as info:
+        params_with_overrides(default_params(), overrides)
+    assert any(p == path for p, _ in info.value.problems), info.value.problems
