@@ -19,7 +19,7 @@ from chain.crypto import SigningKey
 from chain.errors import ChainError
 from chain.keystore import save_keystore
 from chain.types import BASE_UNITS_PER_GPU
-from consensus.params import default_params
+from consensus.params import NetworkParams, ParamsError, default_params, params_with_overrides
 from genesis.document import (
     GenesisError,
     add_account,
@@ -108,16 +108,23 @@ def start_cmd(home: Path, skip_double_sign_check: bool) -> None:
 @click.option("--p2p-port", default=26656, show_default=True, type=click.IntRange(0, 65535),
               help="Peer-to-peer listen port (0: pick a free port at start).")
 @click.option("--reset", is_flag=True, help="Delete the devnet home first.")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON object of genesis parameter overrides for a new devnet, e.g. "
+                   '{"tokenomics": {"halving_period_blocks": 100}}.')
 @click.option("--unsafe-skip-double-sign-check", "skip_double_sign_check", is_flag=True,
               help=_SKIP_DOUBLE_SIGN_HELP)
 def devnet_cmd(home: Path, rpc_port: int, block_time_ms: int, p2p_port: int, reset: bool,
-               skip_double_sign_check: bool) -> None:
+               params_file: Path | None, skip_double_sign_check: bool) -> None:
     """Run a one-validator chain on 127.0.0.1 with a funded dev account."""
     if reset and home.exists():
         shutil.rmtree(home)
     paths = HomePaths(home)
     if not paths.config_file.exists():
-        make_devnet_home(paths, rpc_port, block_time_ms, p2p_port)
+        params = load_params_overrides(params_file, default_params(block_time_ms))
+        make_devnet_home(paths, rpc_port, block_time_ms, p2p_port, params)
+    elif params_file is not None:
+        raise click.ClickException(
+            f"{home} already holds a devnet; --params applies only to a new one (add --reset)")
     else:
         _update_devnet_config(paths, rpc_port, block_time_ms, p2p_port)
         # Homes made before node keys existed get one now.
@@ -126,8 +133,22 @@ def devnet_cmd(home: Path, rpc_port: int, block_time_ms: int, p2p_port: int, res
     run_node(paths, skip_double_sign_check)
 
 
+def load_params_overrides(path: Path | None, base: NetworkParams) -> NetworkParams:
+    """`base` with the overrides in the JSON file at `path` (none: `base`); one-line errors."""
+    if path is None:
+        return base
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"cannot read parameter overrides {path}: {exc}") from None
+    try:
+        return params_with_overrides(base, doc)
+    except ParamsError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+
+
 def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int,
-                     p2p_port: int = 26656) -> None:
+                     p2p_port: int = 26656, params: NetworkParams | None = None) -> None:
     """Create a devnet home: validator key, node key, dev account keystore, genesis, config."""
     validator = SigningKey.generate()
     dev = SigningKey.generate()
@@ -137,7 +158,8 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int,
     _guard(save_keystore, paths.home / DEV_KEY_NAME, dev, "", scrypt_n=2**14)
     # The genesis block-time target matches the devnet's pace, so every duration
     # derived from it (unbonding, locks, halving) is counted in real blocks.
-    g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000, default_params(block_time_ms))
+    params = default_params(block_time_ms) if params is None else params
+    g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000, params)
     g = add_account(g, _bech32(dev), DEVNET_FUNDS, stable=DEVNET_STABLE)
     g = add_validator(g, validator.public_key, DEVNET_POWER, _bech32(validator), "devnet")
     dump_genesis(g, paths.genesis_file)

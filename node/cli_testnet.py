@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from chain.address import address_from_public_key, encode_address
 from chain.crypto import SigningKey
 from chain.files import write_file_atomic
 from chain.keystore import save_keystore
-from genesis.document import GenesisError, dump_genesis, genesis_hash
+from consensus.params import default_params
+from genesis.document import GenesisError, dump_genesis, genesis_hash, validate_genesis
 from genesis.testnet import (
     MAX_FAUCETS,
     MAX_NODES,
@@ -33,6 +35,7 @@ from genesis.testnet import (
     TestnetSpec,
     build_testnet,
 )
+from node.cli_node import load_params_overrides
 from node.config import (
     ConsensusConfig,
     HomePaths,
@@ -61,15 +64,22 @@ FAUCET_SCRYPT_N = 2**14  # as devnet's dev account: a test key, opened often
               type=click.IntRange(10, 600_000), help="Block interval in milliseconds.")
 @click.option("--funded-accounts", default=1, show_default=True,
               type=click.IntRange(0, MAX_FAUCETS), help="Funded faucet accounts to create.")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON object of genesis parameter overrides, e.g. "
+                   '{"staking": {"signed_blocks_window": 20}}.')
 def testnet_cmd(nodes: int, output: Path, base_port: int, chain_id: str, block_time_ms: int,
-                funded_accounts: int) -> None:
+                funded_accounts: int, params_file: Path | None) -> None:
     """Generate the homes of a local N-validator testnet."""
     _refuse_non_empty(output)
+    params = load_params_overrides(params_file, default_params(block_time_ms))
     spec = TestnetSpec(nodes=nodes, genesis_time_ms=time.time_ns() // 1_000_000,
                        chain_id=chain_id, block_time_ms=block_time_ms, base_port=base_port,
                        funded_accounts=funded_accounts)
     try:
         testnet = build_testnet(spec, SigningKey.generate)
+        if params_file is not None:
+            testnet = replace(testnet, genesis=replace(testnet.genesis, params=params))
+            validate_genesis(testnet.genesis)
     except (TestnetError, GenesisError) as exc:
         raise click.ClickException(str(exc)) from None
     try:

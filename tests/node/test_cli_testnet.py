@@ -242,3 +242,48 @@ def test_node_gets_the_keyword_only_when_the_flag_is_set(
     assert run("node", "start", "--home", str(tmp_path),
                "--unsafe-skip-double-sign-check").exit_code == 0
     assert _FakeNode.seen == [{}, {"skip_double_sign_check": True}]
+
+
+# --- parameter overrides --------------------------------------------------------------
+
+
+def test_testnet_params_override_lands_in_genesis(tmp_path: Path) -> None:
+    """--params replaces the named parameters in the shared genesis and keeps the rest."""
+    overrides = tmp_path / "params.json"
+    overrides.write_text(json.dumps({"tokenomics": {"halving_period_blocks": 50},
+                                     "staking": {"signed_blocks_window": 20}}))
+    out = tmp_path / "net"
+    result = run("testnet", "-n", "2", "--output", str(out), "--base-port", "31200",
+                 "--block-time", "250", "--params", str(overrides))
+    assert result.exit_code == 0, result.output
+    genesis = load_genesis(HomePaths(out / "node0").genesis_file)
+    assert genesis.params.tokenomics.halving_period_blocks == 50
+    assert genesis.params.staking.signed_blocks_window == 20
+    assert genesis.params.block.block_time_ms == 250
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ("{not json", "cannot read parameter overrides"),
+    ('{"tokenomics": {"halving_period_blocks": 0}}', "params.tokenomics.halving_period_blocks"),
+    ('{"nope": 1}', "params.nope: unknown parameter"),
+])
+def test_testnet_bad_params_fail_in_one_line(tmp_path: Path, content: str, words: str) -> None:
+    """A broken overrides file is refused with one line naming the problem, writing nothing."""
+    overrides = tmp_path / "params.json"
+    overrides.write_text(content)
+    out = tmp_path / "net"
+    result = run("testnet", "-n", "2", "--output", str(out), "--params", str(overrides))
+    assert_one_line_failure(result, words)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_devnet_params_only_for_a_new_home(tmp_path: Path) -> None:
+    """A devnet home made with --params carries them; an existing home refuses new ones."""
+    overrides = tmp_path / "params.json"
+    overrides.write_text(json.dumps({"tokenomics": {"buyback_interval_blocks": 3}}))
+    paths = HomePaths(tmp_path / "dev")
+    params = cli_node.load_params_overrides(overrides, cli_node.default_params(200))
+    cli_node.make_devnet_home(paths, 0, 200, 0, params)
+    assert load_genesis(paths.genesis_file).params.tokenomics.buyback_interval_blocks == 3
+    result = run("devnet", "--home", str(paths.home), "--params", str(overrides))
+    assert_one_line_failure(result, "--params applies only to a new one")
