@@ -1,7 +1,8 @@
 """`gannet wallet`: keys in encrypted keystores, balances and transfers over JSON-RPC.
 
-Commands: new, import, address, balance, send. Every failure is one line and a
-non-zero exit (`click.ClickException`), never a traceback.
+Commands: new, import, address, balance, send, and the token-economy tx
+commands of `node.cli_wallet_economy` (stake, delegate, swap, ...). Every
+failure is one line and a non-zero exit (`click.ClickException`), never a traceback.
 
 Passwords come, in order, from `--password-file` (its first line), the
 `GANNET_PASSWORD` environment variable, or a hidden interactive prompt; an
@@ -10,9 +11,12 @@ node URL. The hidden `--scrypt-n` option (env `GANNET_SCRYPT_N`) lowers the
 scrypt cost of new keystores and exists for tests only.
 """
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from chain.keystore import (
     load_keystore,
     save_keystore,
 )
-from chain.records import DENOM_GPU, DENOM_STABLE, Transfer, Tx
+from chain.records import DENOM_GPU, DENOM_STABLE, Transfer, Tx, TxBody
 from chain.signing import sign_tx
 from chain.types import UINT64_MAX
 from node.amounts import GPU_SUFFIX, format_gpu, parse_amount
@@ -87,9 +91,43 @@ _scrypt_n_option = click.option(
 )
 
 
+_TX_OPTIONS = (
+    _keystore_option(),
+    click.option("--fee", type=click.IntRange(0, UINT64_MAX),
+                 help="Fee in base units (default: the node's suggested fee)."),
+    click.option("--nonce", type=click.IntRange(0, UINT64_MAX),
+                 help="Nonce (default: the sender's pending nonce)."),
+    _rpc_option,
+    _password_file_option,
+    click.option("--wait/--no-wait", default=True, show_default=True,
+                 help="Wait until the tx is included or rejected."),
+    click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), show_default=True,
+                 default=DEFAULT_WAIT_TIMEOUT_S, help="Seconds to wait with --wait."),
+)
+
+
+def tx_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a tx command the shared signing and sending options, passed as `options=TxOptions`.
+
+    Put it right above the function, under the command's own options, so those
+    come first in --help.
+    """
+
+    @functools.wraps(command)
+    def with_options(*args: Any, keystore: Path, fee: int | None, nonce: int | None,
+                     rpc_url: str, password_file: Path | None, wait: bool, timeout_s: float,
+                     **kwargs: Any) -> None:
+        options = TxOptions(keystore, fee, nonce, rpc_url, password_file, wait, timeout_s)
+        command(*args, options=options, **kwargs)
+
+    for option in reversed(_TX_OPTIONS):
+        with_options = option(with_options)
+    return with_options
+
+
 @click.group("wallet")
 def wallet_group() -> None:
-    """Keys, balances and transfers."""
+    """Keys, balances, transfers, staking, rewards and the GPU/stable pool."""
 
 
 # --- new / import / address ---------------------------------------------------------
@@ -365,7 +403,6 @@ def _balance_lines(account: Any) -> list[tuple[str, str]]:
 
 
 @wallet_group.command("send")
-@_keystore_option()
 @click.option("--to", "to_text", required=True, help="Recipient address (gnt1... or 40 hex).")
 @click.option(
     "--amount", "amount_text", required=True,
@@ -375,46 +412,48 @@ def _balance_lines(account: Any) -> list[tuple[str, str]]:
     "--denom", type=click.Choice(sorted(DENOM_NAMES)), default="gpu", show_default=True,
     help="Which token to send.",
 )
-@click.option("--fee", type=click.IntRange(0, UINT64_MAX),
-              help="Fee in base units (default: the node's suggested fee).")
-@click.option("--nonce", type=click.IntRange(0, UINT64_MAX),
-              help="Nonce (default: the sender's pending nonce).")
-@_rpc_option
-@_password_file_option
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait until the tx is included or rejected.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), show_default=True,
-              default=DEFAULT_WAIT_TIMEOUT_S, help="Seconds to wait with --wait.")
-def send_command(
-    keystore: Path,
-    to_text: str,
-    amount_text: str,
-    denom: str,
-    fee: int | None,
-    nonce: int | None,
-    rpc_url: str,
-    password_file: Path | None,
-    wait: bool,
-    timeout_s: float,
-) -> None:
+@tx_options
+def send_command(to_text: str, amount_text: str, denom: str, options: "TxOptions") -> None:
     """Sign a transfer with --keystore's key, send it, and print the tx hash."""
     # Check the inputs before asking for a password or touching the network.
-    to = _recipient(to_text)
-    amount = _send_amount(amount_text, denom)
-    key = unlock_keystore(keystore, password_file)
-    client = RpcClient(rpc_url, timeout=RPC_TIMEOUT_S)
-    # Fill in chain id, fee and nonce from the node, then sign and send.
+    body = Transfer(to=_recipient(to_text), amount=_send_amount(amount_text, denom),
+                    denom=DENOM_NAMES[denom])
+    submit_tx(body, options)
+
+
+@dataclass(frozen=True, slots=True)
+class TxOptions:
+    """How a tx command signs and sends: the options every tx command shares."""
+
+    keystore: Path
+    fee: int | None
+    nonce: int | None
+    rpc_url: str
+    password_file: Path | None
+    wait: bool
+    timeout_s: float
+
+
+def submit_tx(body: TxBody, options: TxOptions) -> None:
+    """Sign a tx carrying `body` with the keystore's key, send it, print its hash, maybe wait.
+
+    Chain id, and the fee and nonce unless given, come from the node; the caller
+    has checked its own inputs, so a typo never costs a password prompt.
+    """
+    key = unlock_keystore(options.keystore, options.password_file)
+    url = options.rpc_url
+    client = RpcClient(url, timeout=RPC_TIMEOUT_S)
     tx = Tx(
-        chain_id=_chain_id(client, rpc_url),
+        chain_id=_chain_id(client, url),
         sender=key.public_key,
-        nonce=nonce if nonce is not None else _pending_nonce(client, rpc_url, key),
-        fee=fee if fee is not None else _suggested_fee(client, rpc_url),
-        body=Transfer(to=to, amount=amount, denom=DENOM_NAMES[denom]),
+        nonce=options.nonce if options.nonce is not None else _pending_nonce(client, url, key),
+        fee=options.fee if options.fee is not None else _suggested_fee(client, url),
+        body=body,
     )
-    tx_hash = _send_signed(client, rpc_url, key, tx)
+    tx_hash = _send_signed(client, url, key, tx)
     click.echo(tx_hash)
-    if wait:
-        wait_for_tx(client, rpc_url, tx_hash, timeout_s)
+    if options.wait:
+        wait_for_tx(client, url, tx_hash, options.timeout_s)
 
 
 def _recipient(text: str) -> bytes:
@@ -507,3 +546,9 @@ def _report_included(tx_hash: str, info: dict[str, Any]) -> None:
             f"fee paid {format_gpu(fee_paid)})"
         )
     click.echo(f"included in block {height}: ok, fee paid {format_gpu(fee_paid)}")
+
+
+# The token-economy tx commands (stake, delegate, swap, ...) live in their own module
+# and register on `wallet_group` when imported; importing them last lets them use
+# everything above.
+from node import cli_wallet_economy  # noqa: E402, F401
