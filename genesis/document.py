@@ -9,11 +9,13 @@ A genesis.json, in the spirit of CometBFT's:
      "accounts": [{"address": "gnt1...", "gpu": 0, "stable": 0, "licences": 0,
                    "locks": [{"amount": 1, "release_height": 100}]}],
      "validators": [{"name": "v0", "public_key": "<64 hex>", "power": 1000000000000,
-                     "operator": "gnt1..."}],
-     "stable_issuer": "gnt1..." or null} optional (default null)
+                     "operator": "gnt1...", "commission_bps": 1000, "queen": false}],
+     "stable_issuer": "gnt1..." or null, optional (default null)
+     "pool": {"gpu": 1, "stable": 1, "owner": "gnt1..."} or null}  optional (default null)
 
 In an account, "gpu" is required; "stable", "licences" (default 0) and
-"locks" (default []) are optional. In a validator, "name" is optional (default "").
+"locks" (default []) are optional. In a validator, "name" (default ""),
+"commission_bps" (default 1000) and "queen" (default false) are optional.
 
 Rules (`validate_genesis_json` reports every broken one, each with its JSON path):
 
@@ -24,8 +26,16 @@ Rules (`validate_genesis_json` reports every broken one, each with its JSON path
   bonded stake): at least `staking.min_validator_stake`, bonded for `operator`,
   and part of the supply. One validator per operator (so an operator's licences
   count once), one per public key, at most `staking.max_validators` of them.
-- All GPU at genesis (balances, locks, validator stake) fits in what the total
-  supply leaves after the network allocation, which emission mints over time.
+  Its `commission_bps` (0..10000) of its rewards go to the operator; `queen`
+  opts it in to the queen committee.
+- "pool" seeds the GPU/stable pool: `gpu` comes out of the liquidity allocation
+  (at most `allocation_bps.liquidity` of the total supply), `stable` is stable
+  issued at genesis, both positive; `owner` holds the pool's first LP shares.
+- All GPU at genesis (balances, locks, validator stake, pool GPU) fits in what
+  the total supply leaves after the network allocation. The remainder goes to
+  the module account "reserve", so the genesis allocations sum exactly to
+  total_supply - network allocation, and emission mints the network bucket
+  over time (see `genesis.state`).
 
 `genesis_hash` is the genesis id: SHA-256 of the canonical JSON of the parsed
 document (sorted keys, no spaces, ASCII; every parameter written out), so every
@@ -73,10 +83,21 @@ _TOP_KEYS = {
     "accounts": True,
     "validators": True,
     "stable_issuer": False,
+    "pool": False,
 }  # key -> required
 _ACCOUNT_KEYS = {"address": True, "gpu": True, "stable": False, "licences": False, "locks": False}
 _LOCK_KEYS = {"amount": True, "release_height": True}
-_VALIDATOR_KEYS = {"name": False, "public_key": True, "power": True, "operator": True}
+_VALIDATOR_KEYS = {
+    "name": False,
+    "public_key": True,
+    "power": True,
+    "operator": True,
+    "commission_bps": False,
+    "queen": False,
+}
+_POOL_KEYS = {"gpu": True, "stable": True, "owner": True}
+DEFAULT_COMMISSION_BPS = 1000  # 10 % of a validator's rewards to its operator
+MAX_COMMISSION_BPS = 10_000
 _HEX_KEY_RE = re.compile(r"[0-9a-fA-F]{64}")
 _BAD: Any = object()  # a value whose problem is already reported
 
@@ -129,12 +150,29 @@ class GenesisAccount:
 
 @dataclass(frozen=True, slots=True)
 class GenesisValidator:
-    """A validator at genesis: consensus key, bonded stake (= power), operator account."""
+    """A validator at genesis: consensus key, bonded stake (= power), operator account.
+
+    `commission_bps` of its rewards go to the operator; `queen` opts in to the queens.
+    """
 
     name: str
     public_key: PublicKey
     power: int
     operator: Address
+    commission_bps: int = DEFAULT_COMMISSION_BPS
+    queen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisPool:
+    """The GPU/stable pool's seed: GPU from the liquidity allocation, stable issued at genesis.
+
+    `owner` holds the first LP shares.
+    """
+
+    gpu: int
+    stable: int
+    owner: Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +186,7 @@ class Genesis:
     accounts: tuple[GenesisAccount, ...] = ()
     validators: tuple[GenesisValidator, ...] = ()
     stable_issuer: Address | None = None
+    pool: GenesisPool | None = None
 
 
 # --- reading and validating ---------------------------------------------------
@@ -238,7 +277,9 @@ def _genesis_from_json(
     )
     listed = len(raw_validators) if isinstance(raw_validators, list) else None
     stable_issuer = _issuer_from_json(top.get("stable_issuer"), out)
+    pool = _pool_from_json(top.get("pool"), params, out)
     out += _collection_problems(params, accounts, validators, listed, require_validators)
+    out += _supply_problems(params, accounts, validators, None if pool is _BAD else pool)
     if out:
         return None, sorted(out, key=lambda problem: _path_key(problem.path))
     genesis = Genesis(
@@ -249,6 +290,7 @@ def _genesis_from_json(
         accounts=tuple(account for _, account in accounts),
         validators=tuple(validator for _, validator in validators),
         stable_issuer=stable_issuer,
+        pool=pool,
     )
     return genesis, []
 
@@ -397,6 +439,9 @@ def _validator_from_json(doc: Any, path: str, min_stake: int, out: list[Problem]
         fields["power"], f"{path}.power", out, 1, why=" (zero power cannot vote)"
     )
     operator = _address_from_json(fields["operator"], f"{path}.operator", out)
+    commission = fields.get("commission_bps", DEFAULT_COMMISSION_BPS)
+    commission = _uint_from_json(commission, f"{path}.commission_bps", out, 0, MAX_COMMISSION_BPS)
+    queen = _bool_from_json(fields.get("queen", False), f"{path}.queen", out)
     if power is not _BAD and power < min_stake:
         out.append(
             Problem(
@@ -407,7 +452,38 @@ def _validator_from_json(doc: Any, path: str, min_stake: int, out: list[Problem]
         )
     if len(out) > before:
         return _BAD
-    return GenesisValidator(name, public_key, power, operator)
+    return GenesisValidator(name, public_key, power, operator, commission, queen)
+
+
+def _bool_from_json(value: Any, path: str, out: list[Problem]) -> Any:
+    """A JSON boolean, or _BAD after reporting what came instead."""
+    if not isinstance(value, bool):
+        out.append(Problem(path, f"expected a boolean, got {describe_json_value(value)}"))
+        return _BAD
+    return value
+
+
+def _pool_from_json(value: Any, params: NetworkParams, out: list[Problem]) -> Any:
+    """The GenesisPool (None when absent), or _BAD after reporting every problem.
+
+    Both sides are positive; the GPU comes out of the liquidity allocation.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        out.append(Problem("pool", f"expected an object or null, got {describe_json_value(value)}"))
+        return _BAD
+    before = len(out)
+    fields = _fields_of(value, "pool", _POOL_KEYS, out)
+    liquidity = compute_allocation_amount(params.tokenomics, "liquidity")
+    empty = " (an empty pool has no price)"
+    gpu = _uint_from_json(fields["gpu"], "pool.gpu", out, 1, why=empty)
+    if gpu is not _BAD and gpu > liquidity:
+        why = f"above the liquidity allocation {liquidity} (allocation_bps.liquidity)"
+        out.append(Problem("pool.gpu", f"{gpu} is {why}"))
+    stable = _uint_from_json(fields["stable"], "pool.stable", out, 1, why=empty)
+    owner = _address_from_json(fields["owner"], "pool.owner", out)
+    return _BAD if len(out) > before else GenesisPool(gpu, stable, owner)
 
 
 def _name_from_json(value: Any, path: str, out: list[Problem]) -> Any:
@@ -445,7 +521,7 @@ def _collection_problems(
     listed: int | None,
     require_validators: bool,
 ) -> list[Problem]:
-    """Duplicates, the validator set's size and power, and the supply bound.
+    """Duplicates, and the validator set's size and power.
 
     `listed` is the length of the validators list (None when it is not a list).
     """
@@ -454,7 +530,6 @@ def _collection_problems(
     out += _duplicate_problems("validators", "public_key", validators, lambda v: v.public_key)
     out += _duplicate_problems("validators", "operator", validators, lambda v: v.operator)
     out += _validator_set_problems(params, validators, listed, require_validators)
-    out += _supply_problems(params, accounts, validators)
     return out
 
 
@@ -500,29 +575,44 @@ def _supply_problems(
     params: NetworkParams,
     accounts: Sequence[tuple[int, GenesisAccount]],
     validators: Sequence[tuple[int, GenesisValidator]],
+    pool: GenesisPool | None,
 ) -> list[Problem]:
-    """Genesis GPU fits the supply left after the network allocation; stable fits uint64."""
+    """Genesis GPU fits the supply left after the network allocation; stable fits uint64.
+
+    What that room leaves over is the reserve's (`genesis.state.compute_reserve_gpu`).
+    """
     out = []
     balances = sum(account.gpu for _, account in accounts)
     locked = sum(lock.amount for _, account in accounts for lock in account.locks)
     staked = sum(validator.power for _, validator in validators)
-    tokenomics = params.tokenomics
-    network = compute_allocation_amount(tokenomics, "network")
-    room = tokenomics.total_supply - network
-    if balances + locked + staked > room:
+    pooled = 0 if pool is None else pool.gpu
+    total = balances + locked + staked + pooled
+    room = compute_genesis_gpu(params)
+    if total > room:
+        network = compute_allocation_amount(params.tokenomics, "network")
         out.append(
             Problem(
                 "accounts",
-                f"genesis GPU {balances + locked + staked} (balances {balances}, locks {locked}, "
-                f"validator stake {staked}) is above {room}: total_supply "
-                f"{tokenomics.total_supply} less the network allocation {network} "
+                f"genesis GPU {total} (balances {balances}, locks {locked}, "
+                f"validator stake {staked}, pool {pooled}) is above {room}: total_supply "
+                f"{params.tokenomics.total_supply} less the network allocation {network} "
                 f"that emission mints",
             )
         )
-    stable = sum(account.stable for _, account in accounts)
+    stable = sum(account.stable for _, account in accounts) + (0 if pool is None else pool.stable)
     if stable > UINT64_MAX:
-        out.append(Problem("accounts", f"stable balances sum to {stable}, above {UINT64_MAX}"))
+        why = f"stable at genesis (accounts and pool) sums to {stable}, above {UINT64_MAX}"
+        out.append(Problem("accounts", why))
     return out
+
+
+def compute_genesis_gpu(params: NetworkParams) -> int:
+    """GPU in existence at genesis: total_supply less the network allocation.
+
+    Accounts (balances and locks), validator stake, pool GPU and the reserve
+    hold exactly this at genesis; emission mints the network allocation later.
+    """
+    return params.tokenomics.total_supply - compute_allocation_amount(params.tokenomics, "network")
 
 
 # --- writing and hashing ------------------------------------------------------
@@ -539,7 +629,12 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
         "accounts": [_account_to_json(account) for account in genesis.accounts],
         "validators": [_validator_to_json(validator) for validator in genesis.validators],
         "stable_issuer": None if issuer is None else encode_address(issuer),
+        "pool": None if genesis.pool is None else _pool_to_json(genesis.pool),
     }
+
+
+def _pool_to_json(pool: GenesisPool) -> dict[str, Any]:
+    return {"gpu": pool.gpu, "stable": pool.stable, "owner": encode_address(pool.owner)}
 
 
 def _account_to_json(account: GenesisAccount) -> dict[str, Any]:
@@ -560,6 +655,8 @@ def _validator_to_json(validator: GenesisValidator) -> dict[str, Any]:
         "public_key": bytes(validator.public_key).hex(),
         "power": validator.power,
         "operator": encode_address(validator.operator),
+        "commission_bps": validator.commission_bps,
+        "queen": validator.queen,
     }
 
 
@@ -634,6 +731,8 @@ def add_validator(
     power: int,
     operator: Address | str,
     name: str = "",
+    commission_bps: int = DEFAULT_COMMISSION_BPS,
+    queen: bool = False,
 ) -> Genesis:
     """The genesis with one more validator (public key as bytes or 64 hex digits)."""
     key = _builder_public_key(public_key)
@@ -642,7 +741,7 @@ def add_validator(
         raise GenesisError(f"validator key {key.hex()} already in genesis")
     if any(validator.operator == owner for validator in genesis.validators):
         raise GenesisError(f"operator {encode_address(owner)} already runs a genesis validator")
-    validator = GenesisValidator(name, PublicKey(key), power, owner)
+    validator = GenesisValidator(name, PublicKey(key), power, owner, commission_bps, queen)
     updated = dataclasses.replace(genesis, validators=(*genesis.validators, validator))
     index = len(genesis.validators)
     out: list[Problem] = []
@@ -659,8 +758,22 @@ def set_stable_issuer(genesis: Genesis, address: Address | str | None) -> Genesi
     return dataclasses.replace(genesis, stable_issuer=issuer)
 
 
+def set_pool(genesis: Genesis, gpu: int, stable: int, owner: Address | str) -> Genesis:
+    """The genesis with the GPU/stable pool seeded by `gpu` and `stable`, LP shares to `owner`.
+
+    GenesisError if a side is not positive, the GPU is above the liquidity
+    allocation, or the genesis GPU no longer fits the supply.
+    """
+    pool = GenesisPool(gpu, stable, _builder_address(owner, "pool owner"))
+    updated = dataclasses.replace(genesis, pool=pool)
+    out: list[Problem] = []
+    _pool_from_json(_entry_to_json(_pool_to_json, pool), genesis.params, out)
+    _raise_step_problems(updated, out)
+    return updated
+
+
 def _entry_to_json(encode: Callable[[Any], dict[str, Any]], entry: Any) -> dict[str, Any]:
-    """The JSON of one account or validator; GenesisError if it cannot be written."""
+    """The JSON of one account, validator or pool; GenesisError if it cannot be written."""
     try:
         return encode(entry)
     except (AddressError, AttributeError, TypeError, ValueError) as error:
@@ -677,7 +790,7 @@ def _raise_step_problems(updated: Genesis, out: list[Problem]) -> None:
         accounts = list(enumerate(updated.accounts))
         validators = list(enumerate(updated.validators))
         out += _validator_set_problems(updated.params, validators, len(validators), False)
-        out += _supply_problems(updated.params, accounts, validators)
+        out += _supply_problems(updated.params, accounts, validators, updated.pool)
     if out:
         raise _error_of(out, "genesis")
 

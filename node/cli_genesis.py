@@ -2,7 +2,9 @@
 
     gannet genesis init --chain-id gannet-dev --home ~/.gannet
     gannet genesis add-account gnt1... 1000000gpu --licences 5
-    gannet genesis add-validator --public-key <hex> --power 1000gpu --operator gnt1...
+    gannet genesis add-validator --public-key <hex> --power 1000gpu --operator gnt1... \
+        --commission-bps 500 --queen
+    gannet genesis set-pool --gpu 1000000gpu --stable 500000000000000 --owner gnt1...
     gannet genesis validate ~/.gannet/config/genesis.json
     gannet genesis hash ~/.gannet/config/genesis.json
 
@@ -26,6 +28,8 @@ from chain.address import AddressError, encode_address, parse_address
 from chain.types import UINT64_MAX
 from consensus.params import ParamsError, default_params, from_json
 from genesis.document import (
+    DEFAULT_COMMISSION_BPS,
+    MAX_COMMISSION_BPS,
     Genesis,
     GenesisError,
     add_account,
@@ -36,6 +40,7 @@ from genesis.document import (
     load_genesis,
     new_genesis,
     read_genesis_json,
+    set_pool,
     set_stable_issuer,
     validate_genesis_json,
 )
@@ -182,6 +187,13 @@ def add_account_command(
 @click.option("--power", required=True, help="Bonded stake: base units, or GPU as in 1000gpu.")
 @click.option("--operator", required=True, help="Operator account (bech32 or hex).")
 @click.option("--name", default="", help="Moniker, at most 64 characters.")
+@click.option(
+    "--commission-bps",
+    default=str(DEFAULT_COMMISSION_BPS),
+    show_default=True,
+    help="Share of the validator's rewards to its operator, in basis points (0..10000).",
+)
+@click.option("--queen", is_flag=True, help="Opt in to the queen committee.")
 def add_validator_command(
     home: str,
     public_key: str | None,
@@ -189,6 +201,8 @@ def add_validator_command(
     power: str,
     operator: str,
     name: str,
+    commission_bps: str,
+    queen: bool,
 ) -> None:
     """Add a genesis validator whose voting power is its bonded stake."""
     if (public_key is None) == (key_file is None):
@@ -199,13 +213,30 @@ def add_validator_command(
         if key_file is not None:
             key = load_key_file(Path(key_file)).public_key
         owner = _parse_address_arg(operator, "operator")
-        genesis = add_validator(genesis, key, parse_amount(power), owner, name)
+        commission = parse_uint(commission_bps, "commission", MAX_COMMISSION_BPS)
+        genesis = add_validator(genesis, key, parse_amount(power), owner, name, commission, queen)
         dump_genesis(genesis, path)
     added = genesis.validators[-1]
     click.echo(
         f"added validator {added.public_key.hex()} with power {format_gpu(added.power)} "
         f"({added.power} base units)"
     )
+
+
+@genesis_group.command("set-pool")
+@_home_option
+@click.option("--gpu", required=True, help="Pool GPU from the liquidity allocation (12.5gpu).")
+@click.option("--stable", required=True, help="Pool stable, base units issued at genesis.")
+@click.option("--owner", required=True, help="Account holding the first LP shares.")
+def set_pool_command(home: str, gpu: str, stable: str, owner: str) -> None:
+    """Seed the GPU/stable pool at genesis (replaces an earlier seed)."""
+    path, genesis = _load_building(home)
+    with _one_line_errors():
+        lp_owner = _parse_address_arg(owner, "owner")
+        gpu_units, stable_units = parse_amount(gpu), parse_uint(stable, "stable amount")
+        genesis = set_pool(genesis, gpu_units, stable_units, lp_owner)
+        dump_genesis(genesis, path)
+    click.echo(f"pool seeded with {format_gpu(gpu_units)} and {stable_units} stable units")
 
 
 @genesis_group.command("validate")

@@ -22,6 +22,7 @@ from genesis.document import (
     GenesisAccount,
     GenesisError,
     GenesisLock,
+    GenesisPool,
     GenesisValidator,
     Problem,
     add_account,
@@ -34,6 +35,7 @@ from genesis.document import (
     load_genesis,
     new_genesis,
     read_genesis_json,
+    set_pool,
     set_stable_issuer,
     validate_genesis,
     validate_genesis_json,
@@ -51,8 +53,12 @@ def addr(n: int) -> str:
     return encode_address(address_from_public_key(key(n).public_key))
 
 
+POOL_GPU = 1_000_000 * GPU
+POOL_STABLE = 500_000 * 10**9
+
+
 def valid_doc() -> dict[str, Any]:
-    """Two accounts (one with a lock), two validators, a stable issuer."""
+    """Two accounts (one with a lock), two validators (one a queen), a stable issuer, a pool."""
     return {
         "chain_id": "gannet-test-1",
         "genesis_time_ms": 1_700_000_000_000,
@@ -72,10 +78,13 @@ def valid_doc() -> dict[str, Any]:
                 "public_key": key(10).public_key.hex(),
                 "power": MIN_STAKE,
                 "operator": addr(1),
+                "commission_bps": 500,
+                "queen": True,
             },
             {"public_key": key(11).public_key.hex(), "power": 2 * MIN_STAKE, "operator": addr(2)},
         ],
         "stable_issuer": addr(3),
+        "pool": {"gpu": POOL_GPU, "stable": POOL_STABLE, "owner": addr(3)},
     }
 
 
@@ -96,7 +105,12 @@ def test_valid_document_parses() -> None:
     assert genesis.validators[1] == GenesisValidator(
         "", key(11).public_key, 2 * MIN_STAKE, address_from_public_key(key(2).public_key)
     )
+    assert (genesis.validators[1].commission_bps, genesis.validators[1].queen) == (1000, False)
+    assert (genesis.validators[0].commission_bps, genesis.validators[0].queen) == (500, True)
     assert genesis.stable_issuer == address_from_public_key(key(3).public_key)
+    assert genesis.pool == GenesisPool(
+        POOL_GPU, POOL_STABLE, address_from_public_key(key(3).public_key)
+    )
     validate_genesis(genesis)
 
 
@@ -106,7 +120,10 @@ def test_json_round_trip_spells_out_defaults() -> None:
     assert doc["params"]["staking"]["max_validators"] == 100
     assert doc["accounts"][1]["stable"] == 0
     assert doc["validators"][1]["name"] == ""
+    assert (doc["validators"][1]["commission_bps"], doc["validators"][1]["queen"]) == (1000, False)
+    assert doc["pool"] == valid_doc()["pool"]
     assert genesis_from_json(doc) == genesis
+    assert genesis_to_json(genesis_from_json({**valid_doc(), "pool": None}))["pool"] is None
     assert genesis_hash(genesis_from_json(doc)) == genesis_hash(genesis)
 
 
@@ -141,6 +158,12 @@ def test_hash_ignores_layout_and_spelled_out_defaults() -> None:
         lambda d: d["validators"][0].update(name="v1"),
         lambda d: d.update(stable_issuer=None),
         lambda d: d["accounts"].reverse(),
+        lambda d: d["validators"][0].update(commission_bps=501),
+        lambda d: d["validators"][0].update(queen=False),
+        lambda d: d["pool"].update(gpu=POOL_GPU + 1),
+        lambda d: d["pool"].update(stable=POOL_STABLE + 1),
+        lambda d: d["pool"].update(owner=addr(4)),
+        lambda d: d.update(pool=None),
     ],
 )
 def test_hash_covers_every_field(change: Callable[[dict], None]) -> None:
@@ -211,6 +234,14 @@ def genesis_docs(draw: st.DrawFn) -> dict[str, Any]:
             validator["name"] = draw(
                 st.text(st.characters(codec="utf-8", categories=["L", "N"]), max_size=64)
             )
+        validator.update(
+            draw(
+                st.fixed_dictionaries(
+                    {},
+                    optional={"commission_bps": st.integers(0, 10_000), "queen": st.booleans()},
+                )
+            )
+        )
         validators.append(validator)
     doc: dict[str, Any] = {
         "chain_id": draw(st.from_regex(r"[a-z0-9-]{1,64}", fullmatch=True)),
@@ -225,6 +256,19 @@ def genesis_docs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         doc["stable_issuer"] = draw(
             st.one_of(st.none(), st.just(encode_address(raw_addresses[-1])))
+        )
+    if draw(st.booleans()):
+        doc["pool"] = draw(
+            st.one_of(
+                st.none(),
+                st.fixed_dictionaries(
+                    {
+                        "gpu": st.integers(1, 10_000_000 * GPU),
+                        "stable": st.integers(1, 2**60),
+                        "owner": st.just(encode_address(raw_addresses[-2])),
+                    }
+                ),
+            )
         )
     return doc
 
@@ -408,6 +452,44 @@ BREAKS: list[tuple[str, Callable[[dict], None], str, str]] = [
     ("long name", set_in(["validators", 0, "name"], "n" * 65), "validators[0].name", "at most 64"),
     ("control name", set_in(["validators", 0, "name"], "a\nb"), "validators[0].name", "printable"),
     (
+        "commission above 100 %",
+        set_in(["validators", 0, "commission_bps"], 10_001),
+        "validators[0].commission_bps",
+        "at most 10000",
+    ),
+    (
+        "commission negative",
+        set_in(["validators", 1, "commission_bps"], -1),
+        "validators[1].commission_bps",
+        "negative",
+    ),
+    (
+        "commission float",
+        set_in(["validators", 0, "commission_bps"], 0.5),
+        "validators[0].commission_bps",
+        "integer",
+    ),
+    ("queen int", set_in(["validators", 0, "queen"], 1), "validators[0].queen", "boolean"),
+    ("queen string", set_in(["validators", 1, "queen"], "yes"), "validators[1].queen", "boolean"),
+    ("pool type", set_in(["pool"], [1, 2]), "pool", "expected an object or null"),
+    ("pool gpu zero", set_in(["pool", "gpu"], 0), "pool.gpu", "empty pool"),
+    ("pool stable zero", set_in(["pool", "stable"], 0), "pool.stable", "empty pool"),
+    (
+        "pool above liquidity",
+        set_in(["pool", "gpu"], 10_000_000 * GPU + 1),
+        "pool.gpu",
+        "liquidity allocation 10000000000000000",
+    ),
+    ("pool owner", set_in(["pool", "owner"], "gnt1x"), "pool.owner", "address"),
+    ("pool owner missing", delete(["pool", "owner"]), "pool.owner", "missing"),
+    ("pool extra", set_in(["pool", "lp_shares"], 1), "pool.lp_shares", "unknown field"),
+    (
+        "pool stable overflow",
+        set_in(["pool", "stable"], UINT64_MAX),
+        "accounts",
+        "accounts and pool",
+    ),
+    (
         "too many validators",
         set_in(["params"], {"staking": {"max_validators": 1}, "tokenomics": {"max_queens": 1}}),
         "validators",
@@ -475,6 +557,9 @@ def test_every_problem_of_a_document_is_reported_at_once() -> None:
         "long name",
         "bad issuer",
         "params float",
+        "commission above 100 %",
+        "queen string",
+        "pool gpu zero",
     ]
     doc = valid_doc()
     expected = []
@@ -519,14 +604,29 @@ def test_root_must_be_an_object(doc: Any) -> None:
     assert paths(doc) == ["$"]
 
 
-def test_supply_counts_balances_locks_and_stake() -> None:
+def test_supply_counts_balances_locks_stake_and_pool() -> None:
     room = 130_000_000 * GPU  # 200M less the 35 % network allocation
     doc = valid_doc()
-    used = 5000 * GPU + 10 + 7 * GPU + 3 * MIN_STAKE
+    used = 5000 * GPU + 10 + 7 * GPU + 3 * MIN_STAKE + POOL_GPU
     doc["accounts"][0]["gpu"] += room - used
     assert validate_genesis_json(doc) == []
     doc["accounts"][1]["locks"][0]["amount"] += 1
     assert paths(doc) == ["accounts"]
+    assert "pool 1000000000000000" in validate_genesis_json(doc)[0].message
+    doc["accounts"][1]["locks"][0]["amount"] -= 1
+    doc["pool"]["gpu"] += 1
+    assert paths(doc) == ["accounts"]
+    doc["pool"] = None  # the pool's GPU is room for accounts
+    doc["accounts"][0]["gpu"] += POOL_GPU
+    assert validate_genesis_json(doc) == []
+
+
+def test_pool_may_take_the_whole_liquidity_allocation() -> None:
+    doc = valid_doc()
+    doc["pool"]["gpu"] = 10_000_000 * GPU  # 5 % of 200M
+    assert validate_genesis_json(doc) == []
+    doc["params"] = {"tokenomics": {"allocation_bps": {"liquidity": 400, "reserve": 2600}}}
+    assert paths(doc) == ["pool.gpu"]
 
 
 # --- reading files ------------------------------------------------------------
@@ -591,7 +691,7 @@ def built() -> Genesis:
     genesis = new_genesis("gannet-build", 1_700_000_000_000)
     genesis = add_account(genesis, addr(1), 5000 * GPU, stable=10**12, licences=5)
     genesis = add_account(genesis, "0x" + "ab" * 20, 10)
-    genesis = add_validator(genesis, key(10).public_key, MIN_STAKE, addr(1), "v0")
+    genesis = add_validator(genesis, key(10).public_key, MIN_STAKE, addr(1), "v0", 0, True)
     return add_validator(genesis, key(11).public_key.hex(), MIN_STAKE, bytes.fromhex("ab" * 20))
 
 
@@ -600,7 +700,15 @@ def test_builders_make_a_valid_genesis() -> None:
     validate_genesis(genesis)
     assert genesis.accounts[1].address == bytes.fromhex("ab" * 20)
     assert genesis.validators[1].operator == bytes.fromhex("ab" * 20)
+    assert (genesis.validators[0].commission_bps, genesis.validators[0].queen) == (0, True)
+    assert (genesis.validators[1].commission_bps, genesis.validators[1].queen) == (1000, False)
     assert genesis_from_json(genesis_to_json(genesis)) == genesis
+    pooled = set_pool(genesis, POOL_GPU, POOL_STABLE, addr(3))
+    assert pooled.pool == GenesisPool(
+        POOL_GPU, POOL_STABLE, address_from_public_key(key(3).public_key)
+    )
+    assert genesis_from_json(genesis_to_json(pooled)) == pooled
+    assert genesis_hash(pooled) != genesis_hash(genesis)
 
 
 def test_new_genesis_without_validators_is_incomplete() -> None:
@@ -637,6 +745,27 @@ def test_new_genesis_without_validators_is_incomplete() -> None:
         (lambda: add_validator(built(), b"\x00" * 31, MIN_STAKE, addr(7)), "32 bytes"),
         (lambda: add_validator(built(), key(12).public_key, 5, addr(7)), "min_validator_stake"),
         (lambda: set_stable_issuer(built(), "gnt1zz"), "bad stable issuer"),
+        (
+            lambda: add_validator(built(), key(12).public_key, MIN_STAKE, addr(7), "", 10_001),
+            "validators[2].commission_bps",
+        ),
+        (
+            lambda: add_validator(built(), key(12).public_key, MIN_STAKE, addr(7), "", 0, 1),
+            "validators[2].queen",
+        ),
+        (lambda: set_pool(built(), 0, 1, addr(3)), "pool.gpu"),
+        (lambda: set_pool(built(), 1, 0, addr(3)), "pool.stable"),
+        (lambda: set_pool(built(), 10_000_000 * GPU + 1, 1, addr(3)), "liquidity allocation"),
+        (lambda: set_pool(built(), 1, 1, "gnt1zz"), "bad pool owner"),
+        (
+            lambda: set_pool(
+                add_account(built(), addr(5), 130_000_000 * GPU - 5000 * GPU - 10 - 2 * MIN_STAKE),
+                1,
+                1,
+                addr(3),
+            ),
+            "network allocation",
+        ),
     ],
 )
 def test_builders_refuse_what_breaks_a_rule(build: Callable[[], Genesis], words: str) -> None:

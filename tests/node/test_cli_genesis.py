@@ -386,3 +386,128 @@ def test_parse_uint_bounds() -> None:
             parse_uint(bad, "x")
     with pytest.raises(ValueError):
         parse_uint("11", "x", maximum=10)
+
+
+# --- the economy: commission, queens, the pool ----------------------------------
+
+
+def add_key_validator(home: Path, *args: str) -> Result:
+    return run(
+        "add-validator",
+        "--home",
+        str(home),
+        "--public-key",
+        KEY.public_key.hex(),
+        "--power",
+        "1000gpu",
+        "--operator",
+        OPERATOR,
+        *args,
+    )
+
+
+def test_validator_commission_queen_and_pool(home: Path) -> None:
+    result = add_key_validator(home, "--commission-bps", "250", "--queen")
+    assert result.exit_code == 0, result.output
+    result = run(
+        "set-pool", "--home", str(home), "--gpu", "1000000gpu", "--stable", "77", "--owner", OTHER
+    )
+    assert result.exit_code == 0, result.output
+    assert "pool seeded with 1000000 GPU and 77 stable units" in result.output
+    genesis = load_genesis(genesis_path(home))
+    assert (genesis.validators[0].commission_bps, genesis.validators[0].queen) == (250, True)
+    assert genesis.pool is not None
+    assert (genesis.pool.gpu, genesis.pool.stable) == (1_000_000 * GPU, 77)
+    assert genesis.pool.owner == bytes(range(20))
+    assert run("validate", str(genesis_path(home))).exit_code == 0
+
+
+def test_validator_commission_defaults_to_ten_percent(home: Path) -> None:
+    assert add_key_validator(home).exit_code == 0
+    genesis = load_genesis(genesis_path(home))
+    assert (genesis.validators[0].commission_bps, genesis.validators[0].queen) == (1000, False)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--commission-bps", "10001"], "bad commission"), (["--commission-bps", "-1"], "bad")],
+)
+def test_bad_commission_fails_on_one_line(home: Path, args: list[str], words: str) -> None:
+    assert_one_line_failure(add_key_validator(home, *args), words)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "stable", "owner", "words"),
+    [
+        ("10000000.000000001gpu", "1", OTHER, "liquidity allocation"),
+        ("0", "1", OTHER, "pool.gpu"),
+        ("1gpu", "0", OTHER, "pool.stable"),
+        ("1gpu", "x", OTHER, "bad stable amount"),
+        ("1gpu", "1", "gnt1zz", "bad owner"),
+    ],
+)
+def test_bad_pool_fails_on_one_line(
+    home: Path, gpu: str, stable: str, owner: str, words: str
+) -> None:
+    result = run(
+        "set-pool", "--home", str(home), "--gpu", gpu, "--stable", stable, "--owner", owner
+    )
+    assert_one_line_failure(result, words)
+
+
+def validate_lines(tmp_path: Path, doc: dict) -> tuple[int, list[str]]:
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(doc))
+    result = run("validate", str(path))
+    return result.exit_code, result.output.strip().splitlines()
+
+
+def broken_doc(params: dict) -> dict:
+    return {
+        "chain_id": "gannet-broken",
+        "genesis_time_ms": 0,
+        "params": params,
+        "accounts": [],
+        "validators": [
+            {
+                "public_key": KEY.public_key.hex(),
+                "power": 1000 * GPU,
+                "operator": OPERATOR,
+                "commission_bps": 20_000,
+                "queen": "yes",
+            }
+        ],
+        "pool": {"gpu": 10_000_000 * GPU + 1, "stable": 0, "owner": OTHER},
+    }
+
+
+def test_validate_names_every_violation_on_its_own_line(tmp_path: Path) -> None:
+    tiers = [
+        {"min_licences": 0, "factor": {"num": 2, "den": 1}},
+        {"min_licences": 5, "factor": {"num": 1, "den": 1}},
+        {"min_licences": 5, "factor": {"num": 3, "den": 1}},
+    ]
+    params = {"tokenomics": {"licence_tiers": tiers, "emission_first_period": 70_000_001 * GPU}}
+    code, lines = validate_lines(tmp_path, broken_doc(params))
+    assert code == 1
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "params.tokenomics.emission_first_period",
+        "params.tokenomics.licence_tiers[1].factor",
+        "params.tokenomics.licence_tiers[2].min_licences",
+        "pool.gpu",
+        "pool.stable",
+        "validators[0].commission_bps",
+        "validators[0].queen",
+    ]
+    assert "70000000000000000" in lines[0]  # the network bucket it may not exceed
+
+
+def test_validate_names_rules_between_param_groups(tmp_path: Path) -> None:
+    params = {"tokenomics": {"queen_min_stake": 999 * GPU}}
+    doc = broken_doc(params)
+    del doc["pool"]
+    doc["validators"][0].update(commission_bps=0, queen=True)
+    code, lines = validate_lines(tmp_path, doc)
+    assert code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith("params.tokenomics.queen_min_stake: must be at least")
