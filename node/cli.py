@@ -10,6 +10,7 @@ from node.cli_doctor import doctor
 from node.cli_genesis import genesis_group
 from node.cli_node import devnet_cmd, node_group
 from node.cli_testnet import testnet_cmd
+from node.cli_tokenomics import tokenomics_cmd
 from node.cli_wallet import wallet_group
 
 
@@ -24,4 +25,5 @@ main.add_command(genesis_group)
 main.add_command(node_group)
 main.add_command(devnet_cmd)
 main.add_command(testnet_cmd)
+main.add_command(tokenomics_cmd)
 main.add_command(wallet_group)
