@@ -6,8 +6,11 @@ its caller. Node `i` is moniker `node<i>`, listens for peers on
 other node as a persistent peer `<node id hex>@<host>:<p2p port>` (the node id is
 the node key's public key). Every validator has the same power, the network's
 minimum validator stake, bonded for an operator account of its own key, funded
-so it can pay fees; `funded_accounts` faucet accounts hold the rest of what a
-test network spends. Writing the files is the CLI's job (`gannet testnet`).
+so it can pay fees, taking `commission_bps` of its rewards; `funded_accounts`
+faucet accounts hold the rest of what a test network spends. With `pool_gpu`
+and `pool_stable` (both positive) the GPU/stable pool is seeded, its LP shares
+held by the first faucet (the first operator when there is none). Writing the
+files is the CLI's job (`gannet testnet`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from chain.crypto import SigningKey
 from chain.hashing import sha256
 from chain.types import BASE_UNITS_PER_GPU
 from consensus.params import default_params
-from genesis.document import Genesis, add_account, add_validator, new_genesis
+from genesis.document import (
+    DEFAULT_COMMISSION_BPS,
+    Genesis,
+    add_account,
+    add_validator,
+    new_genesis,
+    set_pool,
+)
 
 MAX_NODES = 100
 MIN_PORT = 1
@@ -53,6 +63,9 @@ class TestnetSpec:
     base_port: int = 26656
     host: str = "127.0.0.1"
     funded_accounts: int = 1
+    commission_bps: int = DEFAULT_COMMISSION_BPS
+    pool_gpu: int = 0
+    pool_stable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +163,7 @@ def format_peer(node_id: bytes, host: str, port: int) -> str:
 def build_genesis(
     spec: TestnetSpec, nodes: tuple[TestnetNode, ...], faucets: tuple[SigningKey, ...]
 ) -> Genesis:
-    """One genesis: every operator funded and bonded at the minimum stake, then the faucets."""
+    """One genesis: every operator funded and bonded at the minimum stake, the faucets, the pool."""
     genesis = new_genesis(spec.chain_id, spec.genesis_time_ms, default_params(spec.block_time_ms))
     power = genesis.params.staking.min_validator_stake
     for node in nodes:
@@ -159,8 +172,16 @@ def build_genesis(
         genesis = add_account(genesis, _address(faucet), FAUCET_GPU, stable=FAUCET_STABLE)
     for node in nodes:
         genesis = add_validator(
-            genesis, node.validator_key.public_key, power, node.validator_address, node.moniker
+            genesis,
+            node.validator_key.public_key,
+            power,
+            node.validator_address,
+            node.moniker,
+            spec.commission_bps,
         )
+    if spec.pool_gpu or spec.pool_stable:
+        owner = _address(faucets[0]) if faucets else nodes[0].validator_address
+        genesis = set_pool(genesis, spec.pool_gpu, spec.pool_stable, owner)
     return genesis
 
 

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from chain.address import address_from_public_key
 from chain.crypto import SigningKey
-from consensus.params import default_params
+from consensus.params import GPU, default_params
 from genesis.document import (
+    DEFAULT_COMMISSION_BPS,
     GenesisError,
+    GenesisPool,
     genesis_from_json,
     genesis_hash,
     genesis_to_json,
@@ -150,3 +152,29 @@ def test_ports_of_different_nodes_never_overlap(base: int, index: int) -> None:
     assert rpc == p2p + 1
     for other in range(index):
         assert not {p2p, rpc} & set(compute_node_ports(base, other))
+
+
+def test_validators_take_the_default_commission_or_the_spec_s() -> None:
+    assert {v.commission_bps for v in build().genesis.validators} == {DEFAULT_COMMISSION_BPS}
+    assert not any(v.queen for v in build().genesis.validators)
+    genesis = build(dataclasses.replace(SPEC, commission_bps=0)).genesis
+    assert {v.commission_bps for v in genesis.validators} == {0}
+    with pytest.raises(GenesisError, match="commission_bps"):
+        build(dataclasses.replace(SPEC, commission_bps=10_001))
+
+
+def test_pool_is_seeded_when_asked_with_lp_shares_to_the_first_faucet() -> None:
+    assert build().genesis.pool is None
+    testnet = build(dataclasses.replace(SPEC, pool_gpu=1000 * GPU, pool_stable=500 * GPU))
+    pool = testnet.genesis.pool
+    assert pool == GenesisPool(
+        1000 * GPU, 500 * GPU, address_from_public_key(testnet.faucets[0].public_key)
+    )
+    validate_genesis(testnet.genesis)
+    alone = build(dataclasses.replace(SPEC, funded_accounts=0, pool_gpu=1, pool_stable=1))
+    assert alone.genesis.pool is not None
+    assert alone.genesis.pool.owner == address_from_public_key(
+        alone.nodes[0].validator_key.public_key
+    )
+    with pytest.raises(GenesisError, match=r"pool\.stable"):
+        build(dataclasses.replace(SPEC, pool_gpu=1))
