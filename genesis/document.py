@@ -10,7 +10,7 @@ A genesis.json, in the spirit of CometBFT's:
                    "locks": [{"amount": 1, "release_height": 100}]}],
      "validators": [{"name": "v0", "public_key": "<64 hex>", "power": 1000000000000,
                      "operator": "gnt1...", "commission_bps": 1000, "queen": false}],
-     "stable_issuer": "gnt1..." or null, optional (default null)
+     "stable_issuer": "gnt1..." or null,  optional (default null)
      "pool": {"gpu": 1, "stable": 1, "owner": "gnt1..."} or null}  optional (default null)
 
 In an account, "gpu" is required; "stable", "licences" (default 0) and
@@ -20,8 +20,9 @@ In an account, "gpu" is required; "stable", "licences" (default 0) and
 Rules (`validate_genesis_json` reports every broken one, each with its JSON path):
 
 - Amounts are GPU base units (1 GPU = 10^9) that fit uint64; licences fit uint32.
-- A lock holds GPU in addition to the spendable balance; it releases at a height
-  after `initial_height`; an account holds at most 256 locks.
+- A lock holds GPU in addition to the spendable balance "gpu" (in state the
+  account's balance is both); it releases at a height after `initial_height`;
+  an account holds at most 256 locks.
 - A validator's power is its bonded self-stake in base units (voting power =
   bonded stake): at least `staking.min_validator_stake`, bonded for `operator`,
   and part of the supply. One validator per operator (so an operator's licences
