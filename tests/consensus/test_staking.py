@@ -562,7 +562,8 @@ def test_active_set_is_skipped_when_no_validator_record_changed() -> None:
 
 OPS = st.lists(st.tuples(st.sampled_from(
     ["create", "delegate", "undelegate", "redelegate", "reward", "withdraw", "advance",
-     "slash"]), st.integers(0, 3), st.integers(0, 3), st.integers(0, 400)), min_size=10, max_size=40)
+     "slash"]), st.integers(0, 3), st.integers(0, 3), st.integers(0, 400)),
+    min_size=10, max_size=40)
 
 
 def stake_amount(state: State, delegator: bytes, validator: bytes, fraction: int) -> int:
