@@ -1,10 +1,12 @@
 """The token economy's block rules in their order, and the rule for each tx kind.
 
-Before a block's txs: liveness and double-sign slashing for the parent height,
-the epoch snapshot, matured unbondings, the pool's price observation. After
-them: emission minted and distributed, the buyback slice, the active validator
-set. `consensus.transition` calls these around the txs and then checks the
-supply invariant.
+Before a block's txs: liveness and double-sign slashing for the parent height
+(a jailed validator leaves the set at this block's end), the epoch snapshot of
+licences and queens, matured unbondings paid out, the pool's price observed
+before anyone trades in the block. After them: the block's emission minted and
+distributed to the set that signs it, the buyback slice, the active validator
+set recomputed from stake. `consensus.transition` calls these around the txs
+and then rotates the validator sets and checks the supply invariant.
 """
 
 from __future__ import annotations
@@ -12,19 +14,56 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chain.records import DuplicateVoteEvidence
+from chain.records import (
+    AddLiquidity,
+    CreateValidator,
+    Delegate,
+    DuplicateVoteEvidence,
+    EditValidator,
+    IssueStable,
+    LicenceTransfer,
+    PayRevenue,
+    Redelegate,
+    RemoveLiquidity,
+    Swap,
+    Undelegate,
+    Unjail,
+    WithdrawRewards,
+)
 from chain.state import State
+from consensus import buyback, distribution, exchange, slashing, staking
 from consensus.context import BlockContext
 
 TxHandler = Callable[[State, bytes, Any, BlockContext], None]
 
-TX_HANDLERS: dict[type, TxHandler] = {}
+TX_HANDLERS: dict[type, TxHandler] = {
+    LicenceTransfer: distribution.apply_licence_transfer,
+    CreateValidator: staking.apply_create_validator,
+    EditValidator: staking.apply_edit_validator,
+    Delegate: staking.apply_delegate,
+    Undelegate: staking.apply_undelegate,
+    Redelegate: staking.apply_redelegate,
+    WithdrawRewards: staking.apply_withdraw_rewards,
+    Unjail: slashing.apply_unjail,
+    Swap: exchange.apply_swap,
+    AddLiquidity: exchange.apply_add_liquidity,
+    RemoveLiquidity: exchange.apply_remove_liquidity,
+    IssueStable: exchange.apply_issue_stable,
+    PayRevenue: buyback.apply_pay_revenue,
+}
 
 
 def begin_block(state: State, ctx: BlockContext, signers: frozenset[bytes] | None,
                 evidence: tuple[DuplicateVoteEvidence, ...]) -> None:
     """Rules before the txs (the parent's `signers` are None at the first height)."""
+    slashing.begin_block(state, ctx, signers, evidence)
+    distribution.begin_block(state, ctx)
+    staking.release_matured(state, ctx)
+    exchange.begin_block(state, ctx)
 
 
 def end_block(state: State, ctx: BlockContext) -> None:
-    """Rules after the txs."""
+    """Rules after the txs: emission, the buyback slice, then the active set."""
+    distribution.end_block(state, ctx)
+    buyback.end_block(state, ctx)
+    staking.update_active_set(state, ctx)

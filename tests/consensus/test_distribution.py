@@ -346,7 +346,7 @@ def short_schedule(halving: int, first: int) -> TokenomicsParams:
 
 @settings(max_examples=25, deadline=None)
 @given(halving=st.integers(1, 9), first=st.integers(0, 10**6),
-       vals=st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 120), st.booleans(),
+       vals=st.lists(st.tuples(st.integers(1, 10**4), st.integers(0, 120), st.booleans(),
                                st.integers(0, 10_000)), max_size=5),
        out_of_set=st.sets(st.integers(0, 4)), blocks=st.integers(1, 40),
        epoch_blocks=st.integers(1, 7))

@@ -46,8 +46,10 @@ from chain.records import (
 from chain.signing import sign_tx, sign_vote
 from chain.state import (
     EVIDENCE_PREFIX,
+    SUPPLY_KEY,
     State,
     account_key,
+    module_address,
     next_app_hash,
     validators_since_key,
 )
@@ -710,12 +712,16 @@ def test_is_verified_is_trusted() -> None:
     assert isinstance(info.value.cause, InvalidSignature)
 
 
-def test_empty_block_changes_only_the_validator_history() -> None:
-    """A single validator's empty block records only that its set also signs height 3."""
+def test_empty_block_changes_only_the_validator_history_and_the_economy_books() -> None:
+    """An empty block records that its set also signs height 3, mints its emission into the
+    rewards module, and updates the supply, distribution and buyback books; nothing else."""
     writes0, head0 = genesis()
     built = build_block(committed(writes0), head0, RULES, VAL, 2_000, EMPTY_COMMIT, [])
     since_genesis = encode(ValidatorSetSince(height=1))
-    assert built.result.writes == {validators_since_key(3): since_genesis}
+    assert built.result.writes[validators_since_key(3)] == since_genesis
+    assert set(built.result.writes) == {
+        validators_since_key(3), account_key(module_address("rewards")), SUPPLY_KEY,
+        b"dc", b"de", b"dt", b"xb"}
     assert built.result.receipts == ()
     assert built.result.results_hash == ZERO_HASH
     assert built.result.app_hash == next_app_hash(head0.app_hash, built.result.writes)
