@@ -57,6 +57,12 @@ def module_address(name: str) -> bytes:
 
 
 MODULE_ADDRESSES = {name: module_address(name) for name in MODULE_NAMES}
+_MODULE_ADDRESS_SET = frozenset(MODULE_ADDRESSES.values())
+
+
+def is_module_address(address: bytes) -> bool:
+    """Whether `address` is a protocol module's account."""
+    return address in _MODULE_ADDRESS_SET
 
 
 def staking_validator_key(validator: bytes) -> bytes:

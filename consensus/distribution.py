@@ -34,7 +34,7 @@ from typing import Annotated, NamedTuple
 
 from chain.codec import ADDRESS, U32, U64, ListOf, Record, record
 from chain.records import MAX_VALIDATORS, LicenceTransfer, StakingValidator
-from chain.state import State, module_address
+from chain.state import State, is_module_address, module_address
 from consensus.context import BlockContext, TxFailed
 from consensus.emission import block_emission
 from consensus.params import NetworkParams, TokenomicsParams, compute_licence_factor
@@ -53,6 +53,7 @@ DISTRIBUTION_STATS_KEY = b"dt"
 CODE_LICENCE_ZERO_COUNT = 200
 CODE_LICENCE_INSUFFICIENT = 201
 CODE_LICENCE_OVERFLOW = 202
+CODE_LICENCE_TO_MODULE = 203
 MAX_LICENCES = 2**32 - 1  # an account holds at most a uint32 of licences
 
 
@@ -349,6 +350,9 @@ def apply_licence_transfer(state: State, sender: bytes, body: LicenceTransfer,
         raise TxFailed(CODE_LICENCE_INSUFFICIENT,
                        f"sender holds {source.licences} unbound licences, cannot transfer "
                        f"{body.count}")
+    if is_module_address(body.to):
+        raise TxFailed(CODE_LICENCE_TO_MODULE,
+                       "cannot transfer licences to a protocol module account")
     if body.to == sender:
         return
     target = state.get_account(body.to)

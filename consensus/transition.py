@@ -35,13 +35,14 @@ from chain.records import (
     validator_set_hash,
 )
 from chain.signing import verify_tx_signature
-from chain.state import State, next_app_hash
+from chain.state import State, is_module_address, next_app_hash
 from chain.store import Head
 from chain.types import UINT64_MAX
 from consensus import economy
 from consensus.commit import EMPTY_COMMIT, validate_commit
 from consensus.context import (
     CODE_INSUFFICIENT_FUNDS,
+    CODE_MODULE_ACCOUNT,
     CODE_OK,
     CODE_OVERFLOW,
     CODE_UNKNOWN_DENOM,
@@ -153,9 +154,17 @@ def apply_body(state: State, sender: bytes, body: TxBody, ctx: BlockContext) -> 
 
 
 def apply_transfer(state: State, sender: bytes, body: Transfer, ctx: BlockContext) -> None:
-    """Move `amount` of one denomination; the sender may spend only unlocked GPU."""
+    """Move `amount` of one denomination; the sender may spend only unlocked GPU.
+
+    A module account (stake, rewards, treasury, pool, ...) takes money only through
+    its own rules, never by transfer: GPU sent there would be stranded outside its books.
+    """
     if body.denom not in (DENOM_GPU, DENOM_STABLE):
         raise TxFailed(CODE_UNKNOWN_DENOM, f"unknown denomination {body.denom}")
+    if is_module_address(body.to):
+        raise TxFailed(CODE_MODULE_ACCOUNT,
+                       "cannot transfer to a protocol module account; use its own tx "
+                       "(delegate, swap, pay-revenue, ...)")
     source = state.get_account(sender)
     field = "gpu" if body.denom == DENOM_GPU else "stable"
     have = spendable_gpu(source, ctx.height) if body.denom == DENOM_GPU else source.stable

@@ -33,6 +33,7 @@ from consensus.context import BlockContext, TxFailed
 from consensus.distribution import (
     CODE_LICENCE_INSUFFICIENT,
     CODE_LICENCE_OVERFLOW,
+    CODE_LICENCE_TO_MODULE,
     CODE_LICENCE_ZERO_COUNT,
     MAX_LICENCES,
     BlockPayouts,
@@ -532,3 +533,15 @@ def test_rewards_through_staking_records() -> None:
     claims = sum(claimable(m) for m in members)
     assert 0 <= distributed - claims <= 3 * 6
     assert state.get_account(REWARDS).gpu == get_supply(state).minted
+
+
+def test_licences_cannot_go_to_a_module_account() -> None:
+    """A module account has no key: licences sent there would be stranded."""
+    state = fresh_state()
+    holding(state, addr(1), 5)
+    with pytest.raises(TxFailed) as failure:
+        apply_licence_transfer(state, addr(1),
+                               LicenceTransfer(to=module_address("pool"), count=1),
+                               context(1, params_with()))
+    assert failure.value.code == CODE_LICENCE_TO_MODULE
+    assert state.get_account(addr(1)).licences == 5

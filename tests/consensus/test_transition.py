@@ -46,6 +46,7 @@ from chain.records import (
 from chain.signing import sign_tx, sign_vote
 from chain.state import (
     EVIDENCE_PREFIX,
+    MODULE_NAMES,
     SUPPLY_KEY,
     State,
     account_key,
@@ -56,7 +57,7 @@ from chain.state import (
 from chain.store import Head
 from chain.types import UINT64_MAX, ZERO_HASH
 from consensus.commit import EMPTY_COMMIT, sign_commit
-from consensus.context import ChainRules
+from consensus.context import CODE_MODULE_ACCOUNT, ChainRules
 from consensus.errors import (
     BadNonce,
     CannotPayFee,
@@ -755,3 +756,13 @@ def test_a_forged_tx_does_not_stall_the_sender_it_names() -> None:
                         [forged, real])
     assert built.block.txs == (real,)
     assert [h for h, _ in built.rejected] == [tx_hash(forged)]
+
+
+@pytest.mark.parametrize("module", MODULE_NAMES)
+def test_transfers_to_module_accounts_fail_and_pay_only_the_fee(module: str) -> None:
+    """Module accounts take money only through their own rules."""
+    state = committed(genesis_writes({ALICE: acct(gpu=10_000, stable=10)}))
+    receipt = apply_tx(state, transfer(to=module_address(module), amount=5), CTX)
+    assert (receipt.status, receipt.code) == (RECEIPT_FAILED, CODE_MODULE_ACCOUNT)
+    assert state.get_account(ALICE) == acct(gpu=10_000 - MIN_FEE, stable=10, nonce=1)
+    assert state.get_account(module_address(module)).gpu == 0
