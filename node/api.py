@@ -8,20 +8,39 @@ accepted on input). Bad input raises `InvalidParams`; a rejected tx `TxRejected`
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any
 
 from chain.address import AddressError, encode_address, parse_address
-from chain.codec import decode
+from chain.codec import ADDRESS, U64, decode
 from chain.errors import ChainError
 from chain.records import (
     DENOMS,
+    KEEP_U8,
+    KEEP_U32,
     RECEIPT_OK,
     VOTE_PREVOTE,
+    AddLiquidity,
     Block,
     Commit,
+    CreateValidator,
+    Delegate,
+    EditValidator,
+    IssueStable,
+    LicenceTransfer,
+    PayRevenue,
     Receipt,
+    Redelegate,
+    RemoveLiquidity,
     SignedTx,
+    StakingValidator,
+    Swap,
+    Transfer,
+    Undelegate,
+    Unjail,
     Validator,
+    WithdrawRewards,
     block_hash,
     tx_hash,
 )
@@ -31,6 +50,7 @@ from chain.types import UINT64_MAX
 from consensus.evidence import CommittedEvidence, Offence, committed_evidence
 from consensus.transition import spendable_gpu
 from consensus.validators import validator_set_at
+from node.api_economy import NO_STAKING, EconomyApi
 from node.rpc.errors import InvalidParams, NotFound, TxRejected
 from node.rpc.server import RpcLimits, RpcServer
 
@@ -63,6 +83,7 @@ class NodeApi:
 
     def __init__(self, node) -> None:
         self.node = node
+        self.economy = EconomyApi(node)
 
     def methods(self) -> dict[str, Any]:
         """The method table, by JSON-RPC name."""
@@ -80,6 +101,7 @@ class NodeApi:
             "gannet_getValidators": self.get_validators,
             "gannet_getEvidence": self.get_evidence,
             "gannet_netInfo": self.net_info,
+            **self.economy.methods(),
         }
 
     def chain_id(self) -> str:
@@ -200,15 +222,28 @@ class NodeApi:
 
     def get_validators(self, height: int | str = "latest") -> dict[str, Any]:
         """The validator set that signs a height ("latest": the head; history reaches
-        head + 2, so the next two sets are visible before they take effect)."""
+        head + 2, so the next two sets are visible before they take effect), each with
+        its staking, reward and liveness fields, and the candidates outside the set.
+
+        The staking fields are the head's, whatever the height asked about.
+        """
         height = max(self._height(height), 1)
-        vset = validator_set_at(State(self.node.store.get_state), height)
+        state = State(self.node.store.get_state)
+        vset = validator_set_at(state, height)
         if vset is None:
             raise NotFound(f"no validator set for height {height} "
                            f"(head is {self.node.head.height})")
+        details = self.economy.validator_details(state)
+        members = {v.address for v in vset.validators}
         total = sum(v.power for v in vset.validators)
-        return {"height": height, "total_power": str(total),
-                "validators": [validator_json(v) for v in vset.validators]}
+        return {
+            "height": height, "total_power": str(total),
+            "validators": [{**validator_json(v), **details.get(v.address, NO_STAKING)}
+                           for v in vset.validators],
+            "candidates": [{**candidate_json(record), **details[address]}
+                           for address, record in self.economy.staking_records(state)
+                           if address not in members],
+        }
 
     def get_evidence(self, validator: str | None = None) -> dict[str, Any]:
         """Committed double-sign evidence (of one validator, or all) and the pending count."""
@@ -286,6 +321,12 @@ def validator_json(v: Validator) -> dict[str, Any]:
             "power": str(v.power), "operator": encode_address(v.operator)}
 
 
+def candidate_json(v: StakingValidator) -> dict[str, Any]:
+    """A validator with a staking record outside the set: no voting power."""
+    return {"address": encode_address(v.address), "public_key": _hex(v.public_key),
+            "power": "0", "operator": encode_address(v.operator)}
+
+
 def offence_json(offence: Offence, entry: CommittedEvidence) -> dict[str, Any]:
     """A committed offence: who, at which height/round/vote type, committed where."""
     return {"validator": encode_address(offence.validator), "height": offence.height,
@@ -304,15 +345,46 @@ def peer_json(peer: Any) -> dict[str, Any]:
     }
 
 
+TX_KINDS = {
+    Transfer: "transfer", LicenceTransfer: "licence_transfer",
+    CreateValidator: "create_validator", EditValidator: "edit_validator",
+    Delegate: "delegate", Undelegate: "undelegate", Redelegate: "redelegate",
+    WithdrawRewards: "withdraw_rewards", Unjail: "unjail", Swap: "swap",
+    AddLiquidity: "add_liquidity", RemoveLiquidity: "remove_liquidity",
+    IssueStable: "issue_stable", PayRevenue: "pay_revenue",
+}
+KEEP_FIELDS = {"commission_bps": KEEP_U32, "queen": KEEP_U8, "bound_licences": KEEP_U32}
+
+
 def tx_json(stx: SignedTx) -> dict[str, Any]:
-    """A signed tx as JSON."""
+    """A signed tx as JSON: common fields, `kind`, then the body's fields."""
     tx, body = stx.tx, stx.tx.body
     return {
         "hash": _hex(tx_hash(stx)), "from": encode_address(sender_address(stx)),
-        "nonce": tx.nonce, "fee": str(tx.fee), "kind": "transfer",
-        "to": encode_address(body.to), "amount": str(body.amount),
-        "denom": DENOMS.get(body.denom, str(body.denom)), "signature": _hex(stx.signature),
+        "nonce": tx.nonce, "fee": str(tx.fee), "kind": TX_KINDS[type(body)],
+        **body_json(body), "signature": _hex(stx.signature),
     }
+
+
+def body_json(body: Any) -> dict[str, Any]:
+    """A tx body's fields: uint64 as decimal strings, smaller ints as numbers, addresses
+    bech32, keys hex, denominations by name; an EditValidator field left unchanged is null."""
+    hints = typing.get_type_hints(type(body), include_extras=True)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(body):
+        value = getattr(body, f.name)
+        kind = typing.get_args(hints[f.name])[1]
+        if f.name in ("denom", "denom_in"):
+            out[f.name] = DENOMS.get(value, str(value))
+        elif isinstance(body, EditValidator) and KEEP_FIELDS.get(f.name) == value:
+            out[f.name] = None
+        elif kind == ADDRESS:
+            out[f.name] = encode_address(value)
+        elif isinstance(value, bytes):
+            out[f.name] = _hex(value)
+        else:
+            out[f.name] = str(value) if kind == U64 else value
+    return out
 
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:
