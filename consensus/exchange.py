@@ -64,6 +64,11 @@ CODE_OVERFLOW = 311
 POOL_ACCOUNT = module_address("pool")
 
 
+# Shares of the first deposit that stay in the pool owned by nobody (Uniswap v2's rule):
+# the pool can never be emptied, so nobody can inflate the price of a share to round a
+# later depositor's shares down to nothing.
+MINIMUM_LIQUIDITY = 1000
+
 @record
 class Pool(Record):
     """The pool's reserves and the LP shares in issue (state key "xp")."""
@@ -191,12 +196,13 @@ def compute_swap(pool: Pool, denom_in: int, amount_in: int, amount_out: int) -> 
 def compute_deposit(pool: Pool, gpu: int, stable: int) -> tuple[int, int, int]:
     """(shares, gpu taken, stable taken) for a deposit of at most `gpu` and `stable`.
 
-    Into an empty pool: shares = isqrt(gpu * stable), both amounts taken. Else
+    Into an empty pool: shares = isqrt(gpu * stable) - MINIMUM_LIQUIDITY (those stay
+    locked in the pool, owned by nobody), both amounts taken. Else
     shares = min(gpu * S // Rg, stable * S // Rs) and each side takes
     ceil(shares * R / S), never more than offered.
     """
     if not is_live(pool):
-        return isqrt(gpu * stable), gpu, stable
+        return isqrt(gpu * stable) - MINIMUM_LIQUIDITY, gpu, stable
     shares = min(gpu * pool.shares // pool.gpu, stable * pool.shares // pool.stable)
     return shares, _ceil_div(shares * pool.gpu, pool.shares), _ceil_div(
         shares * pool.stable, pool.shares)
@@ -224,7 +230,7 @@ def init_exchange(state: State, issuer: bytes | None, pool_gpu: int, pool_stable
 
     The seed is credited to module account "pool" directly; the caller counts
     it in the genesis supply. The initial isqrt(gpu * stable) shares go to
-    `lp_owner`.
+    `lp_owner`, less MINIMUM_LIQUIDITY locked for good.
     """
     if issuer is not None:
         state.put(ISSUER_KEY, StableIssuer(address=issuer))
@@ -234,8 +240,11 @@ def init_exchange(state: State, issuer: bytes | None, pool_gpu: int, pool_stable
     state.set_account(POOL_ACCOUNT, dataclasses.replace(
         account, gpu=account.gpu + pool_gpu, stable=account.stable + pool_stable))
     shares = isqrt(pool_gpu * pool_stable)
+    if shares <= MINIMUM_LIQUIDITY:
+        raise ValueError(f"pool seed too small: isqrt(gpu * stable) must exceed "
+                         f"{MINIMUM_LIQUIDITY}, got {shares}")
     set_pool(state, Pool(gpu=pool_gpu, stable=pool_stable, shares=shares))
-    _set_lp_shares(state, lp_owner, shares)
+    _set_lp_shares(state, lp_owner, shares - MINIMUM_LIQUIDITY)
 
 
 # --- block rule ---------------------------------------------------------------
@@ -283,12 +292,14 @@ def apply_add_liquidity(state: State, sender: bytes, body: AddLiquidity,
     _validate_can_spend(state, sender, ctx, DENOM_STABLE, body.stable)
     pool = get_pool(state)
     shares, gpu, stable = compute_deposit(pool, body.gpu, body.stable)
-    if shares == 0:
-        raise TxFailed(CODE_ZERO_SHARES, "deposit too small to earn a pool share")
+    if shares <= 0:
+        raise TxFailed(CODE_ZERO_SHARES, "deposit too small to earn a pool share (a first "
+                       f"deposit needs isqrt(gpu * stable) > {MINIMUM_LIQUIDITY})")
     if shares < body.min_shares:
         raise TxFailed(CODE_BELOW_MIN_SHARES,
                        f"deposit earns {shares} shares, below min_shares {body.min_shares}")
-    after = Pool(gpu=pool.gpu + gpu, stable=pool.stable + stable, shares=pool.shares + shares)
+    minted = shares if is_live(pool) else shares + MINIMUM_LIQUIDITY
+    after = Pool(gpu=pool.gpu + gpu, stable=pool.stable + stable, shares=pool.shares + minted)
     _validate_fits(after.gpu, after.stable, after.shares)
     supply.move(state, sender, POOL_ACCOUNT, gpu=gpu, stable=stable)
     set_pool(state, after)

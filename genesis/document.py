@@ -52,6 +52,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import isqrt
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from chain.address import AddressError, decode_address, encode_address, parse_ad
 from chain.files import write_file_atomic
 from chain.hashing import sha256
 from chain.types import PUBLIC_KEY_LEN, UINT64_MAX, Address, Hash32, PublicKey
+from consensus.exchange import MINIMUM_LIQUIDITY
 from consensus.params import (
     NetworkParams,
     compute_allocation_amount,
@@ -467,7 +469,8 @@ def _bool_from_json(value: Any, path: str, out: list[Problem]) -> Any:
 def _pool_from_json(value: Any, params: NetworkParams, out: list[Problem]) -> Any:
     """The GenesisPool (None when absent), or _BAD after reporting every problem.
 
-    Both sides are positive; the GPU comes out of the liquidity allocation.
+    Both sides are positive, isqrt(gpu * stable) exceeds the pool's locked
+    MINIMUM_LIQUIDITY, and the GPU comes out of the liquidity allocation.
     """
     if value is None:
         return None
@@ -484,6 +487,9 @@ def _pool_from_json(value: Any, params: NetworkParams, out: list[Problem]) -> An
         out.append(Problem("pool.gpu", f"{gpu} is {why}"))
     stable = _uint_from_json(fields["stable"], "pool.stable", out, 1, why=empty)
     owner = _address_from_json(fields["owner"], "pool.owner", out)
+    if len(out) == before and isqrt(gpu * stable) <= MINIMUM_LIQUIDITY:
+        out.append(Problem("pool", f"seed too small: isqrt(gpu * stable) must exceed "
+                                   f"{MINIMUM_LIQUIDITY}, the LP shares locked for good"))
     return _BAD if len(out) > before else GenesisPool(gpu, stable, owner)
 
 

@@ -91,7 +91,7 @@ def fails(code: int, state: State, handler, sender: bytes, body) -> None:
 def test_init_exchange_seeds_pool_and_issuer():
     state = make_state({}, pool_gpu=9_000, pool_stable=4_000)
     assert get_pool(state) == Pool(gpu=9_000, stable=4_000, shares=6_000)
-    assert get_lp_shares(state, SEEDER) == 6_000
+    assert get_lp_shares(state, SEEDER) == 6_000 - exchange.MINIMUM_LIQUIDITY
     assert exchange.get_issuer(state) == ISSUER
     assert state.get_account(POOL_ACCOUNT).gpu == 9_000
     check_books(state)
@@ -132,7 +132,7 @@ def test_swap_moves_both_sides_and_keeps_the_fee_in_the_pool():
 
 
 @settings(max_examples=60, deadline=None)
-@given(reserves=st.tuples(st.integers(1, 10**15), st.integers(1, 10**15)),
+@given(reserves=st.tuples(st.integers(1002, 10**15), st.integers(1002, 10**15)),
        swaps=st.lists(st.tuples(st.sampled_from([DENOM_GPU, DENOM_STABLE]),
                                 st.integers(1, 10**14)), min_size=1, max_size=12),
        fee=st.integers(0, 9_999))
@@ -188,18 +188,21 @@ def test_swap_failures():
 # --- liquidity ----------------------------------------------------------------
 
 
-def test_first_deposit_into_empty_pool_and_full_exit():
-    state = make_state({ALICE: (400, 900)})
-    apply_add_liquidity(state, ALICE, AddLiquidity(gpu=400, stable=900, min_shares=600), CTX)
-    assert get_pool(state) == Pool(gpu=400, stable=900, shares=600)
-    assert get_lp_shares(state, ALICE) == 600
+def test_first_deposit_locks_minimum_liquidity_and_exit_leaves_it():
+    """The first deposit's MINIMUM_LIQUIDITY shares belong to nobody: the pool never empties."""
+    state = make_state({ALICE: (4_000, 9_000)})
+    fails(exchange.CODE_ZERO_SHARES, state, apply_add_liquidity, ALICE,
+          AddLiquidity(gpu=1_000, stable=1_000, min_shares=0))
+    apply_add_liquidity(state, ALICE, AddLiquidity(gpu=4_000, stable=9_000, min_shares=5_000),
+                        CTX)
+    assert get_pool(state) == Pool(gpu=4_000, stable=9_000, shares=6_000)
+    assert get_lp_shares(state, ALICE) == 5_000
     check_books(state)
-    apply_remove_liquidity(state, ALICE, RemoveLiquidity(shares=600, min_gpu=400,
-                                                         min_stable=900), CTX)
-    assert get_pool(state) == EMPTY_POOL
-    assert state.get(exchange.POOL_KEY, Pool) is None
+    apply_remove_liquidity(state, ALICE, RemoveLiquidity(shares=5_000, min_gpu=3_333,
+                                                         min_stable=7_500), CTX)
+    assert get_pool(state) == Pool(gpu=667, stable=1_500, shares=1_000)
     assert get_lp_shares(state, ALICE) == 0
-    assert state.get_account(ALICE).gpu == 400
+    assert state.get_account(ALICE).gpu == 3_333 and state.get_account(ALICE).stable == 7_500
     check_books(state)
 
 
@@ -224,7 +227,7 @@ def assert_no_dilution(before: Pool, after: Pool) -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(pool_gpu=st.integers(1, 10**15), pool_stable=st.integers(1, 10**15),
+@given(pool_gpu=st.integers(1002, 10**15), pool_stable=st.integers(1002, 10**15),
        gpu=st.integers(1, 10**15), stable=st.integers(1, 10**15),
        swap=st.integers(0, 10**14))
 def test_add_then_remove_never_returns_more_than_deposited(pool_gpu, pool_stable, gpu,
@@ -251,17 +254,19 @@ def test_add_then_remove_never_returns_more_than_deposited(pool_gpu, pool_stable
     assert_no_dilution(before, get_pool(state))
     alice = state.get_account(ALICE)
     assert alice.gpu <= gpu and alice.stable <= stable
-    assert get_pool(state).shares == get_lp_shares(state, SEEDER)
+    assert get_pool(state).shares == get_lp_shares(state, SEEDER) + exchange.MINIMUM_LIQUIDITY
     check_books(state)
 
 
 @settings(max_examples=60, deadline=None)
-@given(pool_gpu=st.integers(1, 10**12), pool_stable=st.integers(1, 10**12),
+@given(pool_gpu=st.integers(1002, 10**12), pool_stable=st.integers(1002, 10**12),
        redeem=st.integers(1, 10**6))
 def test_partial_removal_is_pro_rata_rounded_down(pool_gpu, pool_stable, redeem):
     state = make_state({}, pool_gpu=pool_gpu, pool_stable=pool_stable)
     pool = get_pool(state)
-    redeem = min(redeem, pool.shares)
+    redeem = min(redeem, get_lp_shares(state, SEEDER))
+    if redeem == 0:
+        return
     gpu, stable = pool.gpu * redeem // pool.shares, pool.stable * redeem // pool.shares
     body = RemoveLiquidity(shares=redeem, min_gpu=0, min_stable=0)
     if gpu == 0 and stable == 0:

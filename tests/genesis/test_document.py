@@ -263,8 +263,8 @@ def genesis_docs(draw: st.DrawFn) -> dict[str, Any]:
                 st.none(),
                 st.fixed_dictionaries(
                     {
-                        "gpu": st.integers(1, 10_000_000 * GPU),
-                        "stable": st.integers(1, 2**60),
+                        "gpu": st.integers(1002, 10_000_000 * GPU),
+                        "stable": st.integers(1002, 2**60),
                         "owner": st.just(encode_address(raw_addresses[-2])),
                     }
                 ),
@@ -757,11 +757,13 @@ def test_new_genesis_without_validators_is_incomplete() -> None:
         (lambda: set_pool(built(), 1, 0, addr(3)), "pool.stable"),
         (lambda: set_pool(built(), 10_000_000 * GPU + 1, 1, addr(3)), "liquidity allocation"),
         (lambda: set_pool(built(), 1, 1, "gnt1zz"), "bad pool owner"),
+        (lambda: set_pool(built(), 1000, 1001, addr(3)), "seed too small"),
         (
             lambda: set_pool(
-                add_account(built(), addr(5), 130_000_000 * GPU - 5000 * GPU - 10 - 2 * MIN_STAKE),
-                1,
-                1,
+                add_account(built(), addr(5),
+                            130_000_000 * GPU - 5000 * GPU - 10 - 2 * MIN_STAKE - 1001),
+                1002,
+                1002,
                 addr(3),
             ),
             "network allocation",
