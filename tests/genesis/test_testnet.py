@@ -171,7 +171,7 @@ def test_pool_is_seeded_when_asked_with_lp_shares_to_the_first_faucet() -> None:
         1000 * GPU, 500 * GPU, address_from_public_key(testnet.faucets[0].public_key)
     )
     validate_genesis(testnet.genesis)
-    alone = build(dataclasses.replace(SPEC, funded_accounts=0, pool_gpu=1, pool_stable=1))
+    alone = build(dataclasses.replace(SPEC, funded_accounts=0, pool_gpu=GPU, pool_stable=GPU))
     assert alone.genesis.pool is not None
     assert alone.genesis.pool.owner == address_from_public_key(
         alone.nodes[0].validator_key.public_key
