@@ -27,6 +27,8 @@ from genesis.document import (
     dump_genesis,
     load_genesis,
     new_genesis,
+    set_pool,
+    set_stable_issuer,
 )
 from node.config import (
     ConfigError,
@@ -51,6 +53,11 @@ DEVNET_CHAIN_ID = "gannet-devnet"
 DEVNET_FUNDS = 1_000_000 * BASE_UNITS_PER_GPU
 DEVNET_STABLE = 1_000_000 * BASE_UNITS_PER_GPU
 DEVNET_POWER = 1000 * BASE_UNITS_PER_GPU
+# The devnet's pool starts at 4 GPU per stable unit, seeded from the liquidity allocation;
+# the dev account issues stable units and holds node licences to bind.
+DEVNET_POOL_GPU = 4_000_000 * BASE_UNITS_PER_GPU
+DEVNET_POOL_STABLE = 1_000_000 * BASE_UNITS_PER_GPU
+DEVNET_LICENCES = 20
 DEV_KEY_NAME = "dev_account.json"
 log = logging.getLogger("gannet.cli")
 
@@ -160,7 +167,10 @@ def make_devnet_home(paths: HomePaths, rpc_port: int, block_time_ms: int,
     # derived from it (unbonding, locks, halving) is counted in real blocks.
     params = default_params(block_time_ms) if params is None else params
     g = new_genesis(DEVNET_CHAIN_ID, time.time_ns() // 1_000_000, params)
-    g = add_account(g, _bech32(dev), DEVNET_FUNDS, stable=DEVNET_STABLE)
+    g = add_account(g, _bech32(dev), DEVNET_FUNDS, stable=DEVNET_STABLE,
+                    licences=DEVNET_LICENCES)
+    g = set_stable_issuer(g, _bech32(dev))
+    g = set_pool(g, DEVNET_POOL_GPU, DEVNET_POOL_STABLE, _bech32(dev))
     g = add_validator(g, validator.public_key, DEVNET_POWER, _bech32(validator), "devnet")
     dump_genesis(g, paths.genesis_file)
     config = NodeConfig(moniker="devnet", rpc=RpcConfig(port=rpc_port),
@@ -185,7 +195,9 @@ def _print_devnet_banner(paths: HomePaths, rpc_port: int) -> None:
         f"Gannet devnet ({DEVNET_CHAIN_ID})\n"
         f"  home:         {paths.home}\n"
         f"  rpc:          http://127.0.0.1:{rpc_port}\n"
-        f"  dev account:  {address} (1,000,000 GPU, 1,000,000 stable)\n"
+        f"  dev account:  {address} (1,000,000 GPU, 1,000,000 stable, {DEVNET_LICENCES} "
+        f"node licences; it issues the stable unit)\n"
+        f"  pool:         4,000,000 GPU / 1,000,000 stable (try: gannet wallet swap)\n"
         f"  dev keystore: {keystore} (password: empty)\n"
         f"  try:          gannet wallet balance {address}\n"
         f"  stop:         Ctrl-C (the chain resumes on the next start; --reset wipes it)",

@@ -287,3 +287,15 @@ def test_devnet_params_only_for_a_new_home(tmp_path: Path) -> None:
     assert load_genesis(paths.genesis_file).params.tokenomics.buyback_interval_blocks == 3
     result = run("devnet", "--home", str(paths.home), "--params", str(overrides))
     assert_one_line_failure(result, "--params applies only to a new one")
+
+
+def test_devnet_genesis_has_a_pool_an_issuer_and_licences(tmp_path: Path) -> None:
+    """A devnet can swap, pay revenue and bind licences from the first block."""
+    paths = HomePaths(tmp_path / "dev")
+    cli_node.make_devnet_home(paths, 0, 200, 0)
+    genesis = load_genesis(paths.genesis_file)
+    dev = json.loads((paths.home / cli_node.DEV_KEY_NAME).read_text())["address"]
+    assert encode_address(genesis.stable_issuer) == dev
+    assert (genesis.pool.gpu, genesis.pool.stable) == (cli_node.DEVNET_POOL_GPU,
+                                                       cli_node.DEVNET_POOL_STABLE)
+    assert [a.licences for a in genesis.accounts] == [cli_node.DEVNET_LICENCES]
