@@ -6,8 +6,10 @@
   is `gannet node start`. Both wait until `gannet_status` answers and always
   kill the whole process group on exit, even when the test failed.
 - `rpc_call` / `rpc_batch` / `post_raw` speak JSON-RPC over urllib.
-- `DevSigner` signs transfers locally with the devnet's dev key.
+- `DevSigner` signs transfers (or any tx body, `sign`) locally with one key.
 - `wait_until` polls a condition with a deadline and a useful failure message.
+- `wait_included` polls tx hashes until included; `read_at_one_height` reads
+  several methods while no block commits.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from chain import codec
 from chain.address import address_from_public_key, encode_address, parse_address
 from chain.crypto import SigningKey
 from chain.keystore import load_keystore
-from chain.records import DENOM_GPU, SignedTx, Transfer, Tx, tx_hash
+from chain.records import DENOM_GPU, SignedTx, Transfer, Tx, TxBody, tx_hash
 from chain.signing import sign_tx
 from node.config import HomePaths
 
@@ -198,24 +200,35 @@ class GannetProcess:
 
 
 class DevnetProcess(GannetProcess):
-    """`gannet devnet --home HOME --rpc-port P --block-time MS` (creates HOME if absent)."""
+    """`gannet devnet --home HOME --rpc-port P --block-time MS` (creates HOME if absent).
+
+    `params` (genesis parameter overrides, e.g. {"tokenomics": {"halving_period_blocks":
+    30}}) is written beside the home and passed as `--params` while the home is new.
+    """
 
     def __init__(self, home: Path, rpc_port: int | None = None, block_time_ms: int = 200,
-                 log_path: Path | None = None, ready_timeout_s: float = READY_TIMEOUT_S
-                 ) -> None:
+                 log_path: Path | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
+                 params: dict[str, Any] | None = None) -> None:
         self.home = Path(home)
         self.block_time_ms = block_time_ms
+        self.params_file: Path | None = None
+        if params is not None:
+            self.params_file = self.home.parent / f"{self.home.name}.params.json"
+            self.params_file.write_text(json.dumps(params))
         self._pick_port = rpc_port is None
         port = free_port() if rpc_port is None else rpc_port
         log = log_path if log_path is not None else self.home.parent / f"{self.home.name}.log"
         super().__init__(self._args(port), port, log, ready_timeout_s)
 
     def _args(self, port: int) -> list[str]:
+        new_home = not HomePaths(self.home).config_file.exists()
+        params = ["--params", str(self.params_file)] if self.params_file and new_home else []
         return ["devnet", "--home", str(self.home), "--rpc-port", str(port),
-                "--block-time", str(self.block_time_ms), "--p2p-port", "0"]
+                "--block-time", str(self.block_time_ms), "--p2p-port", "0", *params]
 
     def start(self) -> None:
         """Start; when the port we picked was taken meanwhile, try another one."""
+        self.args = [self.args[0], *self._args(self.rpc_port)]
         for attempt in range(PORT_ATTEMPTS):
             try:
                 super().start()
@@ -341,6 +354,47 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str,
         time.sleep(interval_s)
 
 
+SNAPSHOT_ATTEMPTS = 50
+
+
+def read_at_one_height(url: str, calls: Sequence[tuple[str, Sequence[Any]]]
+                       ) -> tuple[int, list[Any]]:
+    """(height, results) of `calls` answered while no block committed: one batch between
+    two `gannet_blockNumber` reads, retried until both reads agree."""
+    batch = [("gannet_blockNumber", []), *calls, ("gannet_blockNumber", [])]
+    for _ in range(SNAPSHOT_ATTEMPTS):
+        first, *results, last = rpc_batch(url, batch)
+        if first == last:
+            for result in results:
+                if isinstance(result, RpcError):
+                    raise result
+            return last, results
+        time.sleep(0.02)
+    raise AssertionError(f"{url}: no two head reads agreed in {SNAPSHOT_ATTEMPTS} attempts")
+
+
+def wait_included(url: str, hashes: Sequence[str], timeout_s: float = 30.0
+                  ) -> list[dict[str, Any]]:
+    """Poll until every tx hash is included; their gannet_getTransaction answers, in order.
+
+    A tx that is rejected or unknown (dropped) fails at once.
+    """
+    found: dict[str, dict[str, Any]] = {}
+
+    def all_included() -> bool:
+        missing = [h for h in hashes if h not in found]
+        answers = rpc_batch(url, [("gannet_getTransaction", [h]) for h in missing])
+        for h, info in zip(missing, answers, strict=True):
+            assert not isinstance(info, Exception), info
+            assert info["status"] in ("pending", "included"), info
+            if info["status"] == "included":
+                found[h] = info
+        return len(found) == len(hashes)
+
+    wait_until(all_included, timeout_s, f"{len(hashes)} tx(s) to be included", 0.05)
+    return [found[h] for h in hashes]
+
+
 # --- keys, transfers, genesis ---------------------------------------------------------
 
 
@@ -370,9 +424,14 @@ class DevSigner:
     def transfer(self, to: str, amount: int, nonce: int, fee: int, denom: int = DENOM_GPU,
                  chain_id: bytes | None = None) -> SignedTx:
         """A signed transfer of `amount` base units to `to`."""
+        body = Transfer(to=parse_address(to), amount=amount, denom=denom)
+        return self.sign(body, nonce, fee, chain_id)
+
+    def sign(self, body: TxBody, nonce: int, fee: int,
+             chain_id: bytes | None = None) -> SignedTx:
+        """A signed tx carrying any body (Delegate, Swap, PayRevenue, Unjail, ...)."""
         tx = Tx(chain_id=self.chain_id if chain_id is None else chain_id,
-                sender=self.key.public_key, nonce=nonce, fee=fee,
-                body=Transfer(to=parse_address(to), amount=amount, denom=denom))
+                sender=self.key.public_key, nonce=nonce, fee=fee, body=body)
         return sign_tx(self.key, tx)
 
 
@@ -398,8 +457,9 @@ def genesis_account_total(genesis: dict[str, Any]) -> int:
 
 
 def account_gpu(account: dict[str, Any]) -> int:
-    """All GPU of a gannet_getAccount answer: balance plus locked amounts."""
-    return int(account["gpu"]) + sum(int(lk["amount"]) for lk in account["locks"])
+    """All GPU of a gannet_getAccount answer; locked GPU is part of "gpu" (unlike in the
+    genesis file, where a lock comes on top of the balance)."""
+    return int(account["gpu"])
 
 
 def validator_operator(genesis: dict[str, Any]) -> str:
