@@ -6,7 +6,8 @@
         cluster.kill9(2); cluster.start(2)
         cluster.heal()
 
-`Cluster` runs `gannet testnet`, gives every node fresh ports, and (with
+`Cluster` runs `gannet testnet` (with `params={...}`: `--params`, genesis
+parameter overrides), gives every node fresh ports, and (with
 `proxies=True`) points node i's persistent peer j at the `ProxyMesh` link i→j,
 with peer exchange off so nodes never learn each other's real ports and go
 around the proxies. Nodes run as `harness.NodeProcess` (own process group, log
@@ -62,8 +63,10 @@ class Cluster:
     def __init__(self, tmp_path: Path, n: int = 4, block_time_ms: int = 200,
                  proxies: bool = True, funded_accounts: int = 1,
                  configure: Configure | None = None,
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S,
+                 params: Mapping[str, Any] | None = None) -> None:
         self.dir = Path(tmp_path) / "testnet"
+        self.params = params  # genesis parameter overrides (`gannet testnet --params`)
         self.n = n
         self.block_time_ms = block_time_ms
         self.proxies = proxies
@@ -96,9 +99,14 @@ class Cluster:
 
     def setup(self) -> None:
         """Generate the testnet, start the proxies, write each node's ports and peers."""
+        extra: list[str] = []
+        if self.params is not None:
+            params_file = self.dir.parent / "testnet-params.json"
+            params_file.write_text(json.dumps(self.params))
+            extra = ["--params", str(params_file)]
         result = run_gannet(["testnet", "-n", str(self.n), "--output", str(self.dir),
                              "--block-time", str(self.block_time_ms),
-                             "--funded-accounts", str(self.funded_accounts)])
+                             "--funded-accounts", str(self.funded_accounts), *extra])
         if result.returncode != 0:
             raise ClusterError(f"gannet testnet failed ({result.returncode}): "
                                f"{result.stderr or result.stdout}")
