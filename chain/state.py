@@ -96,11 +96,12 @@ def validators_since_key(height: int) -> bytes:
 class State:
     """Uncommitted state changes over a reader of committed state values."""
 
-    __slots__ = ("_dirty", "_journal", "_read", "_values")
+    __slots__ = ("_committed", "_dirty", "_journal", "_read", "_values")
 
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._values: dict[bytes, Any] = {}  # decoded records, read or written
+        self._committed: dict[bytes, Any] = {}  # decoded records as first read from the reader
         self._dirty: dict[bytes, Any] = {}  # key -> record (None: deleted)
         self._journal: list[tuple[bytes, Any, Any]] | None = None
 
@@ -113,6 +114,7 @@ class State:
             raw = self._read(key)
             value = None if raw is None else decode(cls, raw)
             self._values[key] = value
+            self._committed[key] = value
         return default if value is None else value
 
     def put(self, key: bytes, value: Any) -> None:
@@ -126,6 +128,16 @@ class State:
     def read_committed(self, key: bytes) -> bytes | None:
         """The committed encoding at `key`, ignoring this overlay's changes."""
         return self._read(key)
+
+    def get_committed(self, key: bytes, cls: type) -> Any:
+        """The committed record at `key` decoded as `cls` (None if absent), ignoring this
+        overlay's changes; a record this overlay already read is not read again."""
+        value = self._committed.get(key, _MISSING)
+        if value is _MISSING:
+            raw = self._read(key)
+            value = None if raw is None else decode(cls, raw)
+            self._committed[key] = value
+        return value
 
     # --- typed access ---------------------------------------------------------
 

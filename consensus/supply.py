@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from chain.codec import U64, Record, decode, record
+from chain.codec import U64, Record, record
 from chain.records import Account
 from chain.state import ACCOUNT_PREFIX, SUPPLY_KEY, State
 from chain.types import UINT64_MAX
@@ -136,8 +136,7 @@ def track_balances(state: State) -> None:
         return
     delta_gpu = delta_stable = 0
     for key in changed:
-        before_raw = state.read_committed(key)
-        before = None if before_raw is None else decode(Account, before_raw)
+        before = state.get_committed(key, Account)
         after = state.get(key, Account)
         delta_gpu += (after.gpu if after else 0) - (before.gpu if before else 0)
         delta_stable += (after.stable if after else 0) - (before.stable if before else 0)
