@@ -62,6 +62,8 @@ class ChainRules:
 
 def spendable_gpu(account: Account, height: int) -> int:
     """GPU balance minus amounts still locked at `height`."""
+    if not account.locks:
+        return account.gpu
     locked = sum(lock.amount for lock in account.locks if lock.release_height > height)
     return max(account.gpu - locked, 0)
 
