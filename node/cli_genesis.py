@@ -26,7 +26,7 @@ import click
 
 from chain.address import AddressError, encode_address, parse_address
 from chain.types import UINT64_MAX
-from consensus.params import ParamsError, default_params, from_json
+from consensus.params import ParamsError, compute_allocation_amount, default_params, from_json
 from genesis.document import (
     DEFAULT_COMMISSION_BPS,
     MAX_COMMISSION_BPS,
@@ -163,16 +163,48 @@ def add_account_command(
     home: str, address: str, amount: str, stable: str, licences: str, vesting: str
 ) -> None:
     """Fund ADDRESS (bech32 or hex) with AMOUNT: base units, or GPU as in 12.5gpu."""
-    path, genesis = _load_building(home)
     with _one_line_errors():
-        account = _parse_address_arg(address, "address")
         gpu = parse_amount(amount)
         stable_units = parse_uint(stable, "stable amount")
         licence_count = parse_uint(licences, "licence count", 2**32 - 1)
+    _fund(home, address, gpu, stable_units, licence_count, vesting)
+
+
+ALLOCATION_BUCKETS = ("reserve", "foundation", "team", "treasury", "liquidity")
+
+
+@genesis_group.command("allocate")
+@_home_option
+@click.argument("bucket", type=click.Choice(ALLOCATION_BUCKETS))
+@click.argument("address")
+@click.option(
+    "--vesting",
+    default="none",
+    help=f"Lock the allocation on a plan schedule: none, {', '.join(VESTING_SCHEDULES)}.",
+)
+def allocate_command(home: str, bucket: str, address: str, vesting: str) -> None:
+    """Fund ADDRESS with a whole allocation of the plan: BUCKET's basis points of the supply.
+
+    The liquidity bucket gives what the pool seed leaves of it. With every bucket
+    allocated, the genesis GPU is exactly the total supply less the network bucket
+    (which emission mints over time), so nothing is left for the reserve module.
+    """
+    _, genesis = _load_building(home)
+    gpu = compute_allocation_amount(genesis.params.tokenomics, bucket)
+    if bucket == "liquidity" and genesis.pool is not None:
+        gpu -= min(gpu, genesis.pool.gpu)
+    _fund(home, address, gpu, 0, 0, vesting)
+
+
+def _fund(home: str, address: str, gpu: int, stable: int, licences: int, vesting: str) -> None:
+    """Add an account holding `gpu` (vested on `vesting`), `stable` and `licences`."""
+    path, genesis = _load_building(home)
+    with _one_line_errors():
+        account = _parse_address_arg(address, "address")
         liquid, locks = gpu, ()
         if vesting != "none":
             liquid, locks = compute_genesis_vesting(genesis, vesting, gpu)
-        genesis = add_account(genesis, account, liquid, stable_units, licence_count, locks)
+        genesis = add_account(genesis, account, liquid, stable, licences, locks)
         dump_genesis(genesis, path)
     locked = f", {len(locks)} vesting locks" if locks else ""
     click.echo(f"added {encode_address(account)} with {format_gpu(gpu)} ({gpu} base units{locked})")

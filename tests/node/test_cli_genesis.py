@@ -511,3 +511,21 @@ def test_validate_names_rules_between_param_groups(tmp_path: Path) -> None:
     assert code == 1
     assert len(lines) == 1
     assert lines[0].startswith("params.tokenomics.queen_min_stake: must be at least")
+
+
+def test_allocating_every_bucket_sums_to_supply_less_the_network_bucket(home: Path) -> None:
+    """The plan's five genesis buckets, each to its own address, use up the genesis supply."""
+    addresses = [encode_address(bytes([0x40 + i]) * 20) for i in range(5)]
+    for bucket, address in zip(("reserve", "foundation", "team", "treasury", "liquidity"),
+                               addresses, strict=True):
+        vesting = "investor" if bucket == "team" else "none"
+        result = run("allocate", "--home", str(home), bucket, address, "--vesting", vesting)
+        assert result.exit_code == 0, result.output
+    genesis = load_genesis(genesis_path(home), require_validators=False)
+    held = [a.gpu + sum(lock.amount for lock in a.locks) for a in genesis.accounts]
+    assert held == [50_000_000 * GPU, 30_000_000 * GPU, 20_000_000 * GPU, 20_000_000 * GPU,
+                    10_000_000 * GPU]
+    assert sum(held) == 130_000_000 * GPU  # 200M less the 35 % emitted over time
+    assert genesis.accounts[2].gpu == 0 and len(genesis.accounts[2].locks) > 0  # team vests
+    result = run("allocate", "--home", str(home), "team", encode_address(b"\x50" * 20))
+    assert_one_line_failure(result, "network allocation")
