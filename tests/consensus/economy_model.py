@@ -145,7 +145,8 @@ PROFILE_CHANGES: tuple[dict[str, Any], ...] = (
                     "pool_fee_bps": 0, "reward_lock_blocks": 1}},
     {"block": {"epoch_blocks": 3},
      "staking": {"max_validators": 7, "unbonding_period_blocks": 25,
-                 "evidence_max_age_blocks": 25, "downtime_jail_blocks": 1},
+                 "evidence_max_age_blocks": 25, "downtime_jail_blocks": 1,
+                 "slash_fraction_double_sign": {"num": 1, "den": 1}},
      "tokenomics": {"emission_first_period": 1_000_000_000, "halving_period_blocks": 120,
                     "provider_share": {"num": 9, "den": 10}, "queen_bonus": {"num": 5, "den": 2},
                     "buyback_period_blocks": 50, "buyback_interval_blocks": 50,
@@ -200,6 +201,9 @@ def random_intent(rng: random.Random) -> Intent:
 
 def _part(amount: int, permille: int) -> int:
     return amount * permille // 1000
+
+
+Built = tuple[bytes, TxBody] | None  # (sender, body) of an intent, or None: no tx
 
 
 class EconomyInvariantBroken(AssertionError):
@@ -313,7 +317,8 @@ class EconomyChain:
         self.entries: dict[bytes, list[ModelEntry]] = {}
         self.stats: Counter[str] = Counter()
         self.books = scan_books(self.committed)
-        self.log: list[str] = []
+        self.log: list[str] = ["genesis"]
+        self.applying = 0  # the height being applied (0: genesis)
         self.last_epoch = -1
         self.last_members = {v.address for v in State(self.committed.get)
                              .get_validator_set().validators}
@@ -333,7 +338,7 @@ class EconomyChain:
 
     def apply_block(self, block: BlockInput) -> list[Receipt]:
         """Apply one block, checking each phase and then the books."""
-        h = self.height + 1
+        h = self.applying = self.height + 1
         self.log = [f"block {h}: absent {sorted(block.absent)}, evidence {block.evidence}"]
         state = State(self.committed.get)
         vset = state.get_validator_set().validators
@@ -410,7 +415,7 @@ class EconomyChain:
     def fail(self, invariant: str, detail: str) -> None:
         """Raise `EconomyInvariantBroken` naming the block, the invariant and the block's txs."""
         raise EconomyInvariantBroken(
-            f"block {self.height + 1}: {invariant}: {detail}\n  " + "\n  ".join(self.log))
+            f"block {self.applying}: {invariant}: {detail}\n  " + "\n  ".join(self.log))
 
     def expect(self, ok: bool, invariant: str, detail: str) -> None:
         """Fail `invariant` with `detail` unless `ok`."""
@@ -429,7 +434,7 @@ class EconomyChain:
         after = {a: staking.get_validator(state, a) for a in before}
         slashes = self.model_slashes(state, h, before, evidence, signers)
         token_drop = sum(before[a].tokens - after[a].tokens for a in before)
-        entry_slash = self.apply_model_slashes(slashes, before)
+        entry_slash = self.apply_model_slashes(slashes)
         if len(slashes) == 1:
             address, fraction, _ = slashes[0]
             want = fraction.floor_mul(before[address].tokens)
@@ -488,8 +493,7 @@ class EconomyChain:
                         "double signers are tombstoned", f"{address.hex()}: {now}")
         return out
 
-    def apply_model_slashes(self, slashes: list[tuple[bytes, Ratio, int]],
-                            before: dict[bytes, StakingValidator]) -> int:
+    def apply_model_slashes(self, slashes: list[tuple[bytes, Ratio, int]]) -> int:
         """Slash the model's unbonding entries; the total they lose."""
         total = 0
         for address, fraction, offence in slashes:
@@ -547,11 +551,11 @@ class EconomyChain:
             receipt = transition.apply_tx(state, SignedTx(tx=tx, signature=SIGNATURE), ctx,
                                           verified=True, sender=sender)
             receipts.append(receipt)
+            name = type(body).__name__
+            self.log.append(f"{name} by user {USERS.index(sender)}: {body} -> code "
+                            f"{receipt.code} {receipt.reason.decode()}")
             self.check_reward_locks(ctx, sender, account, state.get_account(sender), receipt,
                                     pending)
-            name = type(body).__name__
-            self.log.append(f"{name} by {USERS.index(sender)}: {body} -> code {receipt.code} "
-                            f"{receipt.reason.decode()}")
             self.stats[f"{name}:{'ok' if receipt.status == RECEIPT_OK else 'failed'}"] += 1
             self.stats[f"{name}:{receipt.code}"] += 1
             if receipt.status == RECEIPT_OK:
@@ -598,8 +602,7 @@ class EconomyChain:
                 entries.append(ModelEntry(sender, ctx.height, completion, body.amount,
                                           body.amount))
 
-    def build_tx(self, state: State, ctx: BlockContext,
-                 intent: Intent) -> tuple[bytes, TxBody] | None:
+    def build_tx(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
         """(sender, body) of an intent against the live state, or None when it makes no tx."""
         builder = getattr(self, f"build_{KINDS[intent.kind % len(KINDS)]}")
         return builder(state, ctx, intent)
@@ -618,7 +621,8 @@ class EconomyChain:
         have = spendable_gpu(state.get_account(sender), ctx.height)
         return max(have - ctx.min_fee - intent.variant, 0)
 
-    def build_transfer(self, state, ctx, intent):
+    def build_transfer(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of the sender's GPU or stable to a user (variant 3: to a module)."""
         sender = USERS[intent.who]
         to = MODULE_ADDRESS if intent.variant == 3 else USERS[intent.pick]
         denom = DENOM_STABLE if intent.pick % 2 else DENOM_GPU
@@ -626,13 +630,15 @@ class EconomyChain:
                 else self.free(state, ctx, sender, intent))
         return sender, Transfer(to=to, amount=_part(have, intent.permille), denom=denom)
 
-    def build_licence(self, state, ctx, intent):
+    def build_licence(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """Some of the sender's licences to a user (variant 3: more than it holds)."""
         sender = USERS[intent.who]
         held = state.get_account(sender).licences
         count = held + 1 if intent.variant == 3 else 1 + intent.permille % max(held, 1)
         return sender, LicenceTransfer(to=USERS[intent.pick], count=count)
 
-    def build_create(self, state, ctx, intent):
+    def build_create(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A new validator on a free key by a user running none (variant 3: stake too low)."""
         operators = {v.operator for v in self.books.validators.values()}
         users = [u for u in USERS if u not in operators or intent.variant == 3] or USERS
         sender = users[intent.who % len(users)]
@@ -648,20 +654,20 @@ class EconomyChain:
         return sender, CreateValidator(public_key=key.public_key, commission_bps=commission,
                                        self_stake=stake, queen=intent.permille % 2)
 
-    def build_edit(self, state, ctx, intent):
+    def build_edit(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """The operator changes commission, queen or bound licences (variant 3: someone else)."""
         validator = self.pick_validator(intent.pick)
         record = self.books.validators[validator]
         sender = USERS[intent.who] if intent.variant == 3 else record.operator
-        held = state.get_account(sender).licences if sender in USERS else 0
+        held = state.get_account(sender).licences
         bound = (KEEP_U32, intent.permille % (held + record.bound_licences + 2))[intent.who % 2]
         commission = (KEEP_U32, intent.permille * 10)[intent.variant % 2]
         queen = (KEEP_U8, 0, 1, KEEP_U8)[intent.permille % 4]
-        if sender not in USERS:
-            return None
         return sender, EditValidator(validator=validator, commission_bps=commission,
                                      queen=queen, bound_licences=bound)
 
-    def build_delegate(self, state, ctx, intent):
+    def build_delegate(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of the sender's spendable GPU to a validator."""
         sender = USERS[intent.who]
         amount = _part(self.free(state, ctx, sender, intent), intent.permille // 3)
         return sender, Delegate(validator=self.pick_validator(intent.pick), amount=amount)
@@ -679,7 +685,8 @@ class EconomyChain:
             return 0
         return staking.delegation_tokens(record, delegation.shares)
 
-    def build_undelegate(self, state, ctx, intent):
+    def build_undelegate(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of a delegation leaves (variant 3: more than it is worth)."""
         picked = self.pick_delegation(intent)
         if picked is None:
             return None
@@ -688,7 +695,8 @@ class EconomyChain:
         amount = value + 1 if intent.variant == 3 else _part(value, intent.permille)
         return delegator, Undelegate(validator=validator, amount=amount)
 
-    def build_redelegate(self, state, ctx, intent):
+    def build_redelegate(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of a delegation moves to another validator."""
         picked = self.pick_delegation(intent)
         if picked is None:
             return None
@@ -698,20 +706,20 @@ class EconomyChain:
         return delegator, Redelegate(source=source, target=target,
                                      amount=_part(value, intent.permille))
 
-    def build_withdraw(self, state, ctx, intent):
+    def build_withdraw(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A delegator withdraws its rewards (variant 3: any user from any validator)."""
         picked = self.pick_delegation(intent)
         if picked is None or intent.variant == 3:
             return USERS[intent.who], WithdrawRewards(validator=self.pick_validator(intent.pick))
         return picked[0], WithdrawRewards(validator=picked[1])
 
-    def build_unjail(self, state, ctx, intent):
+    def build_unjail(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """The operator of a jailed validator unjails it or first tops its stake up."""
         jailed = [a for a in self.validators() if self.books.validators[a].jailed
                   and not self.books.validators[a].tombstoned]
         chosen = jailed[intent.pick % len(jailed)] if jailed else self.pick_validator(intent.pick)
         operator = self.books.validators[chosen].operator
         sender = USERS[intent.who] if intent.variant == 3 else operator
-        if sender != operator and intent.variant != 3:
-            return None
         if (intent.variant == 0 and intent.permille % 2 == 0
                 and self.delegation_value(state, operator, chosen)
                 < self.params.staking.min_validator_stake):
@@ -719,7 +727,8 @@ class EconomyChain:
             return sender, Delegate(validator=chosen, amount=top_up)
         return sender, Unjail(validator=chosen)
 
-    def build_swap(self, state, ctx, intent):
+    def build_swap(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of the sender's GPU or stable into the pool (variant 3: min_out too high)."""
         sender = USERS[intent.who]
         denom = DENOM_STABLE if intent.pick % 2 else DENOM_GPU
         have = (state.get_account(sender).stable if denom == DENOM_STABLE
@@ -731,7 +740,8 @@ class EconomyChain:
             min_out = exchange.quote(pool, denom, amount, self.params.tokenomics.pool_fee_bps) + 1
         return sender, Swap(denom_in=denom, amount_in=amount, min_out=min_out)
 
-    def build_add(self, state, ctx, intent):
+    def build_add(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """Liquidity at about the pool's ratio."""
         sender = USERS[intent.who]
         pool = exchange.get_pool(state)
         gpu = _part(self.free(state, ctx, sender, intent), intent.permille // 5)
@@ -739,18 +749,21 @@ class EconomyChain:
         stable = min(stable, state.get_account(sender).stable)
         return sender, AddLiquidity(gpu=gpu, stable=stable, min_shares=intent.variant // 3)
 
-    def build_remove(self, state, ctx, intent):
+    def build_remove(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of an LP's shares redeemed (variant 3: more than it holds)."""
         holders = sorted(self.books.lp)
         sender = holders[intent.who % len(holders)] if holders else USERS[intent.who]
         held = exchange.get_lp_shares(state, sender)
         shares = held + 1 if intent.variant == 3 else _part(held, intent.permille)
         return sender, RemoveLiquidity(shares=shares, min_gpu=0, min_stable=0)
 
-    def build_issue(self, state, ctx, intent):
+    def build_issue(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """The issuer issues stable to a user (variant 3: someone else tries)."""
         sender = USERS[intent.who] if intent.variant == 3 else ISSUER
         return sender, IssueStable(to=USERS[intent.pick], amount=intent.permille * 100_000)
 
-    def build_revenue(self, state, ctx, intent):
+    def build_revenue(self, state: State, ctx: BlockContext, intent: Intent) -> Built:
+        """A share of the sender's stable paid as revenue (variant 3: more than it holds)."""
         sender = USERS[intent.who]
         have = state.get_account(sender).stable
         amount = have + 1 if intent.variant == 3 else _part(have, intent.permille)
