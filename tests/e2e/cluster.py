@@ -282,6 +282,11 @@ class Cluster:
         """Restore every link."""
         self._require_mesh().heal_all()
 
+    def ring(self) -> None:
+        """Keep only each node's links to its two ring neighbours (i - 1 and i + 1 mod n),
+        cut every other; `heal()` restores the full mesh."""
+        self._require_mesh().connect_only([(i, (i + 1) % self.n) for i in range(self.n)])
+
     def _require_mesh(self) -> ProxyMesh:
         if self.mesh is None:
             raise ClusterError("this cluster runs without proxies (proxies=False)")

@@ -366,3 +366,18 @@ class ProxyMesh:
         """The same drop probability on every link."""
         for link in self.links.values():
             link.set_drop(fraction)
+
+    def connect_only(self, pairs: Sequence[tuple[int, int]]) -> None:
+        """Heal the links (both directions) between each pair of nodes, cut every other.
+
+        `connect_only([(0, 1), (1, 2), (2, 3), (3, 0)])` is a ring of four.
+        """
+        wanted = {(i, j) for i, j in pairs} | {(j, i) for i, j in pairs}
+        unknown = {node for pair in wanted for node in pair} - set(range(self.n))
+        if unknown:
+            raise ValueError(f"no such node(s): {sorted(unknown)}")
+        for pair, link in sorted(self.links.items()):
+            if pair in wanted:
+                link.heal()
+            else:
+                link.cut()
