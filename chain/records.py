@@ -182,6 +182,79 @@ class PayRevenue(Record):
     amount: Annotated[int, U64]
 
 
+MAX_KERNEL_PARAMS = 16
+MAX_REVEALED_TILES = 256
+MAX_TILE_BYTES = 16 * 1024
+MAX_PROOF_HASHES = 20  # a Merkle proof over at most 2^20 tiles
+VERDICT_FAIL, VERDICT_PASS = 0, 1
+
+
+@record
+class RegisterProvider(Record):
+    """The sender becomes a GPU provider: `collateral` GPU posted, `licences` node licences
+    bound, and a description of its GPU (free text, e.g. "1x H200")."""
+
+    collateral: Annotated[int, U64]
+    licences: Annotated[int, U32]
+    gpu: Annotated[bytes, Bytes(0, 64)]
+
+
+@record
+class DeregisterProvider(Record):
+    """The sender stops taking jobs; its collateral and licences return after the unbonding
+    period, once its open jobs are settled. `provider` must be the sender's address."""
+
+    provider: Annotated[bytes, ADDRESS]
+
+
+@record
+class SubmitJob(Record):
+    """Run `kernel` with `params` (in the kernel's schema order) on inputs drawn from `seed`;
+    `price` stable units are escrowed and the result is due by height `deadline`."""
+
+    kernel: Annotated[bytes, Bytes(1, 32)]
+    params: Annotated[tuple[int, ...], ListOf(U64, MAX_KERNEL_PARAMS)]
+    seed: Annotated[bytes, HASH]
+    price: Annotated[int, U64]
+    deadline: Annotated[int, U64]
+
+
+@record
+class CommitResult(Record):
+    """The assigned provider commits job `job`'s output: a Merkle root over `tiles` tiles."""
+
+    job: Annotated[int, U64]
+    root: Annotated[bytes, HASH]
+    tiles: Annotated[int, U32]
+
+
+@record
+class RevealedTile(Record):
+    """One sampled output tile and its Merkle inclusion proof (sibling hashes, bottom-up)."""
+
+    index: Annotated[int, U32]
+    data: Annotated[bytes, Bytes(0, MAX_TILE_BYTES)]
+    proof: Annotated[tuple[bytes, ...], ListOf(HASH, MAX_PROOF_HASHES)]
+
+
+@record
+class RevealTiles(Record):
+    """The provider reveals every tile the chain sampled for `job`."""
+
+    job: Annotated[int, U64]
+    tiles: Annotated[tuple[RevealedTile, ...], ListOf(RevealedTile, MAX_REVEALED_TILES)]
+
+
+@record
+class Attest(Record):
+    """A verification-committee member's verdict on `job` after re-executing its sampled
+    tiles: VERDICT_PASS or VERDICT_FAIL. Sent by the validator's key or its operator."""
+
+    job: Annotated[int, U64]
+    validator: Annotated[bytes, ADDRESS]
+    verdict: Annotated[int, U8]
+
+
 TX_BODIES = OneOf((
     (1, Transfer), (2, LicenceTransfer), (3, CreateValidator), (4, EditValidator),
     (5, Delegate), (6, Undelegate), (7, Redelegate), (8, WithdrawRewards), (9, Unjail),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chain.hashing import sha256
 from chain.records import Account
 from consensus.params import NetworkParams
 
@@ -33,6 +34,7 @@ class BlockContext:
     min_fee: int
     params: NetworkParams = field(default_factory=NetworkParams)
     first_height: int = 1  # genesis initial_height: emission and buyback periods count from it
+    beacon: bytes = bytes(32)  # the block's randomness: see `block_beacon`
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +55,24 @@ class ChainRules:
         """How many heights old evidence may be."""
         return self.params.staking.evidence_max_age_blocks
 
-    def context(self, height: int, fee_recipient: bytes) -> BlockContext:
-        """The context of block `height` whose fees go to `fee_recipient`."""
+    def context(self, height: int, fee_recipient: bytes,
+                prev_hash: bytes = bytes(32)) -> BlockContext:
+        """The context of block `height` on parent `prev_hash`, its fees to `fee_recipient`."""
         return BlockContext(chain_id=self.chain_id, height=height, fee_recipient=fee_recipient,
                             min_fee=self.min_fee, params=self.params,
-                            first_height=self.first_height)
+                            first_height=self.first_height,
+                            beacon=block_beacon(self.chain_id, prev_hash))
+
+
+def block_beacon(chain_id: str, prev_hash: bytes) -> bytes:
+    """The chain's only randomness at a block: H("gannet/beacon" || chain id || parent hash).
+
+    The parent is decided before the block is proposed, so no proposer of this block can
+    choose it; the parent's proposer could grind its own block's contents to steer it,
+    which the uses (provider assignment, tile sampling) tolerate: a sampled tile set is
+    fixed only after the provider has committed its root.
+    """
+    return sha256(b"gannet/beacon" + chain_id.encode() + prev_hash)
 
 
 def spendable_gpu(account: Account, height: int) -> int:

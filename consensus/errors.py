@@ -34,6 +34,10 @@ class CannotPayFee(InvalidTransaction):
     """The sender's spendable GPU balance does not cover the fee."""
 
 
+class UnknownTxKind(InvalidTransaction):
+    """The codec admits the transaction's kind but no rule of this chain applies it."""
+
+
 class InvalidBlock(ConsensusError):
     """A block violates a consensus rule; no honest node applies it."""
 

@@ -90,7 +90,7 @@ def build_block(state: State, head: Head, rules: ChainRules, proposer: bytes, ti
     included_evidence, rejected_evidence = select_evidence(
         state, chain_id, evidence, height, rules.evidence_max_age)
     apply_evidence(state, included_evidence, height)
-    ctx = rules.context(height, validator.operator)
+    ctx = rules.context(height, validator.operator, head.block_hash)
     begin_block(state, ctx, last_commit, included_evidence)
     included, receipts, rejected, senders = select_txs(state, ctx, candidates, is_verified)
     end_block(state, ctx)

@@ -59,6 +59,7 @@ from consensus.errors import (
     InvalidHeader,
     InvalidSignature,
     InvalidTransaction,
+    UnknownTxKind,
     WrongChainId,
 )
 from consensus.evidence import record_evidence, validate_block_evidence
@@ -93,6 +94,8 @@ def validate_tx(state: State, stx: SignedTx, ctx: BlockContext, verified: bool,
     spendable GPU balance.
     """
     tx = stx.tx
+    if type(tx.body) is not Transfer and type(tx.body) not in economy.TX_HANDLERS:
+        raise UnknownTxKind(f"no rule applies {type(tx.body).__name__} transactions")
     if tx.chain_id != ctx.chain_id.encode():
         raise WrongChainId(f"wrong chain id: expected {ctx.chain_id}, got {tx.chain_id!r}")
     if not verified and not verify_tx_signature(stx):
@@ -293,7 +296,7 @@ def apply_block(state: State, block: Block, head: Head, rules: ChainRules,
                             rules.evidence_max_age)
     apply_evidence(state, block.evidence, height)
     proposer = find_validator(vset, block.header.proposer)
-    ctx = rules.context(height, proposer.operator)
+    ctx = rules.context(height, proposer.operator, block.header.prev_hash)
     begin_block(state, ctx, block.last_commit, block.evidence)
     receipts, hashes = [], []
     for index, stx in enumerate(block.txs):

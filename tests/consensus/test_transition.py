@@ -766,3 +766,18 @@ def test_transfers_to_module_accounts_fail_and_pay_only_the_fee(module: str) -> 
     assert (receipt.status, receipt.code) == (RECEIPT_FAILED, CODE_MODULE_ACCOUNT)
     assert state.get_account(ALICE) == acct(gpu=10_000 - MIN_FEE, stable=10, nonce=1)
     assert state.get_account(module_address(module)).gpu == 0
+
+
+def test_a_tx_kind_without_a_rule_is_never_includable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind the codec admits but no rule applies is refused before its fee is charged."""
+    from chain.records import PayRevenue
+    from consensus import economy
+    from consensus.errors import UnknownTxKind
+
+    monkeypatch.delitem(economy.TX_HANDLERS, PayRevenue)
+    state = committed(genesis_writes({ALICE: acct(gpu=10_000, stable=10)}))
+    tx = Tx(chain_id=CHAIN.encode(), sender=ALICE_KEY.public_key, nonce=0, fee=MIN_FEE,
+            body=PayRevenue(amount=1))
+    with pytest.raises(UnknownTxKind, match="PayRevenue"):
+        apply_tx(state, sign_tx(ALICE_KEY, tx), CTX)
+    assert state.write_set() == {}
