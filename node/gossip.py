@@ -1,10 +1,12 @@
 """What a node does with each peer message, and what it re-announces periodically.
 
 Checks that need only the message and the validator set (decoding, signatures of
-current-height votes and proposals, tx signatures) happen here, before anything
-is queued, so a peer that sends forged data is cut off at once. Messages that
-pass are relayed to the other peers and handed to consensus, the mempool, the
-evidence pool or block sync.
+current-height votes and proposals, a proposal's block being the one signed, tx
+signatures) happen here, before anything is queued, so a peer that sends forged
+data is cut off at once. Messages that pass are relayed to the other peers and
+handed to consensus, the mempool, the evidence pool or block sync; votes and
+proposals for the height after the next cannot be checked yet, so they are
+handed on but never relayed (an honest node passes on only what it checked).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from chain.codec import decode
 from chain.errors import DecodeError, InvalidTxSignature, MempoolError
-from chain.records import Block, SignedProposal, SignedVote, ValidatorSet
+from chain.records import Block, SignedProposal, SignedVote, ValidatorSet, block_hash
 from chain.signing import verify_proposal_signature, verify_vote_signature
 from consensus.errors import InvalidEvidence
 from node.consensus import PeerProposal, PeerVote
@@ -96,17 +98,23 @@ class NodePeers:
     # --- consensus messages ------------------------------------------------------------
 
     def _on_vote(self, peer: PeerInfo, message: VoteMsg, relay: bool = True) -> None:
+        """Check a vote for the next height and relay it; one for the height after is
+        queued unchecked and never relayed (a peer that is a block ahead would check
+        it, and blame us for a forgery we passed on)."""
         vote = message.vote.vote
         if not self._relevant(vote.height):
             return
-        if vote.height == self.node.head.height + 1:
+        checked = vote.height == self.node.head.height + 1
+        if checked:
             self._check_vote(message.vote)
-        if relay:
+        if relay and checked:
             self._relay(peer, message)
         if self.node.driver is not None:
             self.node.driver.submit(PeerVote(peer=peer.node_id, vote=message.vote))
 
     def _on_proposal(self, peer: PeerInfo, message: ProposalMsg, relay: bool = True) -> None:
+        """Check a proposal for the next height (signature, and that the block is the one
+        signed) and relay it; one for the height after is queued unchecked, never relayed."""
         proposal = message.proposal.proposal
         if not self._relevant(proposal.height):
             return
@@ -114,9 +122,10 @@ class NodePeers:
             block = decode(Block, message.block)
         except DecodeError as exc:
             raise Misbehaviour(f"undecodable proposed block: {exc}") from exc
-        if proposal.height == self.node.head.height + 1:
-            self._check_proposal(message.proposal)
-        if relay:
+        checked = proposal.height == self.node.head.height + 1
+        if checked:
+            self._check_proposal(message.proposal, block)
+        if relay and checked:
             self._relay(peer, message)
         if self.node.driver is not None:
             self.node.driver.submit(PeerProposal(peer=peer.node_id, proposal=message.proposal,
@@ -164,13 +173,23 @@ class NodePeers:
         if not verify_vote_signature(self.node.chain_id, signed, key):
             raise Misbehaviour("vote signature does not verify")
 
-    def _check_proposal(self, signed: SignedProposal) -> None:
+    def _check_proposal(self, signed: SignedProposal, block: Block) -> None:
+        """A validator signed the proposal, and the block is the one it names.
+
+        The signature covers the block hash, not the block: a real proposal carrying
+        another block passes the signature check, and the engine's ban for it would
+        fall on whoever relayed it.
+        """
         proposal = signed.proposal
         key = self._validator_keys().get(proposal.proposer)
         if key is None:
             raise Misbehaviour("proposal by a validator outside the set", ban=False)
         if not verify_proposal_signature(self.node.chain_id, signed, key):
             raise Misbehaviour("proposal signature does not verify")
+        if block.header.height != proposal.height or block_hash(block) != proposal.block_hash:
+            raise Misbehaviour(f"proposal names block {proposal.block_hash.hex()} at height "
+                               f"{proposal.height}; it carries block {block_hash(block).hex()} "
+                               f"at height {block.header.height}")
 
     def _validator_keys(self) -> dict[bytes, bytes]:
         height = self.node.head.height

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from chain.address import address_from_public_key
+from chain.codec import encode
 from chain.crypto import SigningKey
 from chain.records import VOTE_PREVOTE, Validator, ValidatorSet, Vote
 from chain.signing import sign_vote
@@ -170,3 +171,41 @@ def test_gossiped_tx_batches_are_admitted_and_forgeries_cost_the_sender() -> Non
     with pytest.raises(Misbehaviour, match="bad signature"):
         asyncio.run(handler.on_message(_peer(None), TxsMsg(txs=(b"ok", b"forged", b"ok2"))))
     assert node.admission.seen[-3:] == [b"ok", b"forged", b"ok2"]  # the good ones still count
+
+
+def test_only_votes_checked_here_are_relayed() -> None:
+    """A vote two heights ahead cannot be checked yet: queued, never relayed, since a peer a
+    block ahead would check it and ban us for a forgery we passed on (found by
+    tests/e2e/test_rogue_peer.py: honest validators banned each other and the chain halted)."""
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    forged_ahead = type(_vote(7))(vote=_vote(7).vote, signature=bytes(64))
+    asyncio.run(handler.on_message(_peer(None), VoteMsg(vote=forged_ahead)))
+    asyncio.run(handler.on_message(_peer(None), VoteMsg(vote=_vote(7))))
+    assert node.switch.broadcasts == []
+    assert [item.vote for item in node.driver.queued] == [forged_ahead, _vote(7)]
+    asyncio.run(handler.on_message(_peer(None), VoteMsg(vote=_vote(6))))
+    assert node.switch.broadcasts == [VoteMsg(vote=_vote(6))]
+
+
+def test_a_signed_proposal_carrying_another_block_is_refused_not_relayed() -> None:
+    from chain.records import NO_POL_ROUND, Proposal, block_hash
+    from chain.signing import sign_proposal
+    from p2p.messages import ProposalMsg
+    from tests.consensus.sim import make_block
+
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    block = make_block(6, 0, ADDRESS, bytes(32), chain_id=CHAIN)
+    signed = sign_proposal(KEY, CHAIN, Proposal(height=6, round=0, pol_round=NO_POL_ROUND,
+                                                block_hash=block_hash(block), proposer=ADDRESS))
+    for other in (make_block(6, 0, ADDRESS, bytes(32), salt=b"x", chain_id=CHAIN),
+                  make_block(7, 0, ADDRESS, bytes(32), chain_id=CHAIN)):
+        with pytest.raises(Misbehaviour, match="carries block") as info:
+            asyncio.run(handler.on_message(_peer(None),
+                                           ProposalMsg(proposal=signed, block=encode(other))))
+        assert info.value.ban
+    assert node.switch.broadcasts == [] and node.driver.queued == []
+    real = ProposalMsg(proposal=signed, block=encode(block))
+    asyncio.run(handler.on_message(_peer(None), real))
+    assert node.switch.broadcasts == [real] and len(node.driver.queued) == 1
