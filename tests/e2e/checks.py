@@ -8,6 +8,8 @@
 - `committed_evidence` / `check_no_evidence`: double-sign evidence in the chain.
 - `wait_halted`: heights stop moving (a chain without quorum commits nothing).
 - `total_gpu`: GPU held by a list of accounts, read at one height.
+- `check_no_uncaught_exceptions` / `uncaught_in_logs`: tracebacks and ERROR lines in
+  node logs; `read_rss_kib` / `check_rss`: resident memory under a bound, no growth.
 
 Reads are not snapshots (blocks commit between two calls), so checks that need
 one height either bound what they read by the lowest head or retry until two
@@ -156,3 +158,78 @@ def total_gpu(url: str, addresses: Sequence[str]) -> tuple[int, int]:
             return last, sum(account_gpu(a) for a in accounts)
         time.sleep(POLL_S)
     raise AssertionError(f"{url}: no two head reads agreed in {SNAPSHOT_ATTEMPTS} attempts")
+
+
+# --- logs and memory (appended for the reliability scenarios) -------------------------------
+
+# What an uncaught exception or a logged failure leaves in a node's log.
+UNCAUGHT_MARKERS = ("Traceback (most recent call last)", "Task exception was never retrieved",
+                    "Exception in callback", "Fatal Python error", " ERROR ", " CRITICAL ")
+KIB = 1024
+
+
+def uncaught_in_logs(paths: Iterable[Any],
+                     markers: Sequence[str] = UNCAUGHT_MARKERS) -> list[str]:
+    """Every log line (as 'file:line: text') carrying one of `markers`; [] for clean logs.
+
+    A node's log holds every run since its home was made (each start appends),
+    so one scan covers the runs before kills and restarts too.
+    """
+    found: list[str] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as log:
+                text = log.read()
+        except FileNotFoundError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if any(marker in line for marker in markers):
+                found.append(f"{path}:{number}: {line[:300]}")
+    return found
+
+
+def check_no_uncaught_exceptions(cluster: Cluster, nodes: Iterable[int] | None = None) -> None:
+    """No honest node's log (default: every validator) shows an uncaught exception or an
+    ERROR/CRITICAL line."""
+    chosen = range(cluster.n) if nodes is None else nodes
+    found = uncaught_in_logs(cluster.node(i).log_path for i in chosen)
+    assert not found, f"{len(found)} exception/error line(s) in honest logs:\n" + \
+        "\n".join(found[:20])
+
+
+def read_rss_kib(pid: int) -> int | None:
+    """Resident memory of a process (VmRSS of /proc/PID/status) in KiB; None once it is gone
+    (or a zombie without memory)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def rss_growth_kib(samples: Sequence[int]) -> int:
+    """How much a run's memory grew: the median of its last third minus the median of its
+    first third (samples in time order; 0 for fewer than 3)."""
+    third = len(samples) // 3
+    if third == 0:
+        return 0
+    first, last = sorted(samples[:third]), sorted(samples[-third:])
+    return last[len(last) // 2] - first[len(first) // 2]
+
+
+def check_rss(series: dict[tuple[int, int], Sequence[int]], bound_kib: int,
+              growth_bound_kib: int, min_samples: int = 30) -> None:
+    """Memory stayed bounded: every sample of every (node, pid) series under `bound_kib`,
+    and no series of at least `min_samples` grew by more than `growth_bound_kib`
+    (last third's median over first third's)."""
+    over = {key: max(s) for key, s in series.items() if s and max(s) > bound_kib}
+    assert not over, f"RSS above {bound_kib // KIB} MiB: " + ", ".join(
+        f"node {node} pid {pid}: {kib // KIB} MiB" for (node, pid), kib in sorted(over.items()))
+    grew = {key: rss_growth_kib(s) for key, s in series.items() if len(s) >= min_samples}
+    grew = {key: g for key, g in grew.items() if g > growth_bound_kib}
+    assert not grew, f"RSS grew more than {growth_bound_kib // KIB} MiB over a run: " + \
+        ", ".join(f"node {node} pid {pid}: +{g // KIB} MiB"
+                  for (node, pid), g in sorted(grew.items()))
