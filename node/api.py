@@ -109,7 +109,7 @@ class NodeApi:
         return self.node.chain_id
 
     def status(self) -> dict[str, Any]:
-        """Head height and hashes, sync state, mempool size, own validator address."""
+        """Head height and hashes, sync state, mempool size and bytes, own validator address."""
         node = self.node
         head = node.head
         validator = node.validator_address
@@ -126,6 +126,7 @@ class NodeApi:
             "consensus": {"height": engine.height, "round": engine.round, "step": engine.step},
             "peers": len(node.switch.peers()) if node.switch is not None else 0,
             "mempool_size": len(node.mempool),
+            "mempool_bytes": node.mempool.size_bytes,
             "validator": encode_address(validator) if validator else None,
             "node_id": _hex(node.node_key.public_key),
         }
