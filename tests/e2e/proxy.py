@@ -12,7 +12,15 @@ plain calls:
 - `set_drop(p)` kills the connection carrying a chunk with probability `p`.
   Losing bytes inside a TCP stream is not a fault TCP lets happen (it would
   corrupt WebSocket framing, which no real network does): a lossy link shows
-  up to the application as connections that die, so that is what it does.
+  up to the application as connections that die, so that is what it does;
+- `set_message_drop(p)` loses whole WebSocket messages instead: on a link that
+  carries a WebSocket (the p2p wire, one message per frame), each data message
+  after the first `SPARED_MESSAGES` of its direction (the p2p handshake:
+  Hello, HelloProof) is dropped with probability `p`, its frame cut out of the
+  byte stream at the frame boundary, so the stream stays well formed and the
+  connection lives; control frames (ping, pong, close) always pass. This is the
+  loss of a message-level fault model (an unreliable datagram network, the
+  simulator's `drop_rate`): the node sees messages vanish, never a broken link.
 
 `ProxyMesh` puts one proxy on every directed link i→j of N nodes, so node i
 dials node j at `mesh.port(i, j)`; `partition([[0, 1], [2, 3]])` cuts every
@@ -25,11 +33,13 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 CHUNK_BYTES = 64 << 10
+SPARED_MESSAGES = 2  # per direction of a connection: the p2p handshake's Hello, HelloProof
+MAX_HTTP_HEAD = 16 << 10  # a longer upgrade head is not a WebSocket we filter
 QUEUE_CHUNKS = 256  # per direction: a slow reader holds back its sender, not our memory
 CALL_TIMEOUT_S = 10.0
 HOST = "127.0.0.1"
@@ -82,6 +92,8 @@ class ProxyStats:
     refused: int  # accepted while cut, aborted at once
     killed: int  # aborted by set_drop
     target_failures: int  # the target could not be reached
+    messages: int = 0  # WebSocket data messages past the handshake (both directions)
+    messages_dropped: int = 0  # of those, cut out by set_message_drop
 
 
 class _Connection:
@@ -106,6 +118,7 @@ class LinkProxy:
         self.target = (target_host, target_port)
         self.delay_s = 0.0
         self.drop = 0.0
+        self.message_drop = 0.0
         self.is_cut = False
         self._random = random.Random(seed)
         self._own_loop = loop is None
@@ -113,7 +126,8 @@ class LinkProxy:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._counts = dict.fromkeys(("to_target", "to_client", "connections", "refused",
-                                      "killed", "target_failures"), 0)
+                                      "killed", "target_failures", "messages",
+                                      "messages_dropped"), 0)
 
     # --- control (from the test's thread) -------------------------------------------------
 
@@ -167,6 +181,12 @@ class LinkProxy:
             raise ValueError(f"drop fraction must be in [0, 1], got {fraction}")
         self.drop = fraction
 
+    def set_message_drop(self, fraction: float) -> None:
+        """Lose each WebSocket data message (past the handshake) with probability `fraction`."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"message drop fraction must be in [0, 1], got {fraction}")
+        self.message_drop = fraction
+
     def set_target(self, host: str, port: int) -> None:
         """Forward new connections to another address (e.g. a node restarted on a new port)."""
         self.target = (host, port)
@@ -177,7 +197,7 @@ class LinkProxy:
         c = self._counts
         return ProxyStats(c["to_target"], c["to_client"], c["connections"],
                           len(self._connections), c["refused"], c["killed"],
-                          c["target_failures"])
+                          c["target_failures"], c["messages"], c["messages_dropped"])
 
     def __enter__(self) -> LinkProxy:
         return self.start()
@@ -242,13 +262,15 @@ class LinkProxy:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE_CHUNKS)
         deliver = asyncio.create_task(self._deliver(queue, writer, connection, counter))
         loop = asyncio.get_running_loop()
+        frames = _WebSocketFilter(self._drop_message)
         try:
-            while data := await reader.read(CHUNK_BYTES):
+            while chunk := await reader.read(CHUNK_BYTES):
                 if self.drop and self._random.random() < self.drop:
                     self._counts["killed"] += 1
                     connection.abort()
                     return
-                await queue.put((loop.time() + self.delay_s, data))
+                if data := frames.feed(chunk):
+                    await queue.put((loop.time() + self.delay_s, data))
             await queue.put(None)
             await deliver
         except (OSError, asyncio.IncompleteReadError):
@@ -257,6 +279,14 @@ class LinkProxy:
             deliver.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await deliver
+
+    def _drop_message(self) -> bool:
+        """Count one WebSocket data message; True when it is to be lost."""
+        self._counts["messages"] += 1
+        if self.message_drop and self._random.random() < self.message_drop:
+            self._counts["messages_dropped"] += 1
+            return True
+        return False
 
     async def _deliver(self, queue: asyncio.Queue[tuple[float, bytes] | None],
                        writer: asyncio.StreamWriter, connection: _Connection,
@@ -274,6 +304,105 @@ class LinkProxy:
                 writer.write_eof()
         except OSError:
             connection.abort()
+
+
+class _WebSocketFilter:
+    """One direction of a connection: passes bytes on, less the WebSocket messages that
+    `drop()` condemns.
+
+    The stream must open with an HTTP upgrade head (a `GET` request or a
+    `101` answer), passed on whole; anything else is not a WebSocket and
+    passes untouched. After the head come frames: each frame's header is held
+    until complete, then the frame (header and payload) is passed or cut out
+    whole. A message's continuation frames share its fate; control frames
+    (opcode >= 8) and the first `SPARED_MESSAGES` data messages always pass.
+    """
+
+    def __init__(self, drop: Callable[[], bool]) -> None:
+        self._drop = drop
+        self._state = "head"  # head -> frames, or -> raw
+        self._pending = b""  # an incomplete head or frame header
+        self._payload_left = 0  # bytes of the current frame's payload still to come
+        self._keep = True  # the current frame's fate
+        self._message_keep = True  # the fate of the message being continued
+        self._messages = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """The part of `data` to forward."""
+        if self._state == "raw":
+            return data
+        out = bytearray()
+        data = self._pending + data
+        self._pending = b""
+        at = 0
+        if self._state == "head":
+            at = self._take_head(data, out)
+        while at < len(data) and self._state == "frames":
+            if self._payload_left:
+                take = min(self._payload_left, len(data) - at)
+                if self._keep:
+                    out += data[at:at + take]
+                self._payload_left -= take
+                at += take
+                continue
+            header_len = _frame_header_len(data, at)
+            if header_len is None or len(data) - at < header_len:
+                self._pending = data[at:]
+                return bytes(out)
+            self._start_frame(data[at:at + header_len])
+            if self._keep:
+                out += data[at:at + header_len]
+            at += header_len
+        if self._state == "raw":
+            out += data[at:]
+        return bytes(out)
+
+    def _take_head(self, data: bytes, out: bytearray) -> int:
+        """Pass the HTTP head on once whole; where the bytes after it start."""
+        end = data.find(b"\r\n\r\n")
+        looks_http = any(data[:len(start)] == start[:len(data)] for start in (b"GET ", b"HTTP/"))
+        if not looks_http or (end < 0 and len(data) > MAX_HTTP_HEAD):
+            self._state = "raw"
+            return 0
+        if end < 0:
+            self._pending = data
+            return len(data)
+        head = data[:end + 4]
+        out += head
+        status = head.split(b"\r\n", 1)[0].split()[1:2]
+        self._state = "frames" if head.startswith(b"GET ") or status == [b"101"] else "raw"
+        return end + 4
+
+    def _start_frame(self, header: bytes) -> None:
+        """Decide the fate of the frame this complete header opens."""
+        opcode = header[0] & 0x0F
+        final = bool(header[0] & 0x80)
+        length = header[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(header[2:4], "big")
+        elif length == 127:
+            length = int.from_bytes(header[2:10], "big")
+        self._payload_left = length
+        if opcode >= 8:  # control: ping, pong, close
+            self._keep = True
+            return
+        if opcode != 0:  # the first frame of a data message
+            self._messages += 1
+            self._message_keep = self._messages <= SPARED_MESSAGES or not self._drop()
+        self._keep = self._message_keep
+        if final:
+            self._message_keep = True
+
+
+def _frame_header_len(data: bytes, at: int) -> int | None:
+    """The length of the WebSocket frame header at `data[at:]` (None: too few bytes to
+    tell)."""
+    if len(data) - at < 2:
+        return None
+    length = data[at + 1] & 0x7F
+    extended = 2 if length == 126 else 8 if length == 127 else 0
+    masked = 4 if data[at + 1] & 0x80 else 0
+    return 2 + extended + masked
 
 
 class ProxyMesh:
@@ -366,6 +495,16 @@ class ProxyMesh:
         """The same drop probability on every link."""
         for link in self.links.values():
             link.set_drop(fraction)
+
+    def set_message_drop(self, fraction: float) -> None:
+        """The same WebSocket message loss on every link (see `LinkProxy.set_message_drop`)."""
+        for link in self.links.values():
+            link.set_message_drop(fraction)
+
+    def stats(self) -> ProxyStats:
+        """Every link's counters summed."""
+        every = [link.stats for link in self.links.values()]
+        return ProxyStats(*(sum(getattr(s, f) for s in every) for f in ProxyStats.__slots__))
 
     def connect_only(self, pairs: Sequence[tuple[int, int]]) -> None:
         """Heal the links (both directions) between each pair of nodes, cut every other.
