@@ -213,8 +213,10 @@ def uncaught_in_logs(paths: Iterable[Any],
 def check_no_uncaught_exceptions(cluster: Cluster, nodes: Iterable[int] | None = None) -> None:
     """No honest node's log (default: every validator) shows an uncaught exception or an
     ERROR/CRITICAL line."""
-    chosen = range(cluster.n) if nodes is None else nodes
-    found = uncaught_in_logs(cluster.node(i).log_path for i in chosen)
+    paths = [cluster.node(i).log_path for i in (range(cluster.n) if nodes is None else nodes)]
+    missing = [str(p) for p in paths if not p.exists()]
+    assert not missing, f"node logs missing: {missing}"
+    found = uncaught_in_logs(paths)
     assert not found, f"{len(found)} exception/error line(s) in honest logs:\n" + \
         "\n".join(found[:20])
 
