@@ -8,7 +8,9 @@ import click
 
 from node.cli_doctor import doctor
 from node.cli_genesis import genesis_group
+from node.cli_job import job_group
 from node.cli_node import devnet_cmd, node_group
+from node.cli_provider import provider_group
 from node.cli_testnet import testnet_cmd
 from node.cli_tokenomics import tokenomics_cmd
 from node.cli_wallet import wallet_group
@@ -27,3 +29,5 @@ main.add_command(devnet_cmd)
 main.add_command(testnet_cmd)
 main.add_command(tokenomics_cmd)
 main.add_command(wallet_group)
+main.add_command(provider_group)
+main.add_command(job_group)
