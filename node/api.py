@@ -22,19 +22,25 @@ from chain.records import (
     RECEIPT_OK,
     VOTE_PREVOTE,
     AddLiquidity,
+    Attest,
     Block,
     Commit,
+    CommitResult,
     CreateValidator,
     Delegate,
+    DeregisterProvider,
     EditValidator,
     IssueStable,
     LicenceTransfer,
     PayRevenue,
     Receipt,
     Redelegate,
+    RegisterProvider,
     RemoveLiquidity,
+    RevealTiles,
     SignedTx,
     StakingValidator,
+    SubmitJob,
     Swap,
     Transfer,
     Undelegate,
@@ -50,6 +56,7 @@ from chain.types import UINT64_MAX
 from consensus.evidence import CommittedEvidence, Offence, committed_evidence
 from consensus.transition import spendable_gpu
 from consensus.validators import validator_set_at
+from node.api_compute import ComputeApi
 from node.api_economy import NO_STAKING, EconomyApi
 from node.rpc.errors import InvalidParams, NotFound, TxRejected
 from node.rpc.server import RpcLimits, RpcServer
@@ -102,6 +109,7 @@ class NodeApi:
             "gannet_getEvidence": self.get_evidence,
             "gannet_netInfo": self.net_info,
             **self.economy.methods(),
+            **ComputeApi(self.node).methods(),
         }
 
     def chain_id(self) -> str:
@@ -353,7 +361,11 @@ TX_KINDS = {
     WithdrawRewards: "withdraw_rewards", Unjail: "unjail", Swap: "swap",
     AddLiquidity: "add_liquidity", RemoveLiquidity: "remove_liquidity",
     IssueStable: "issue_stable", PayRevenue: "pay_revenue",
+    RegisterProvider: "register_provider", DeregisterProvider: "deregister_provider",
+    SubmitJob: "submit_job", CommitResult: "commit_result", RevealTiles: "reveal_tiles",
+    Attest: "attest",
 }
+TEXT_FIELDS = frozenset({(SubmitJob, "kernel"), (RegisterProvider, "gpu")})
 KEEP_FIELDS = {"commission_bps": KEEP_U32, "queen": KEEP_U8, "bound_licences": KEEP_U32}
 
 
@@ -381,6 +393,11 @@ def body_json(body: Any) -> dict[str, Any]:
             out[f.name] = None
         elif kind == ADDRESS:
             out[f.name] = encode_address(value)
+        elif (type(body), f.name) in TEXT_FIELDS:
+            out[f.name] = value.decode("utf-8", "replace")
+        elif isinstance(value, tuple):
+            out[f.name] = [body_json(v) if dataclasses.is_dataclass(v) else
+                           _hex(v) if isinstance(v, bytes) else v for v in value]
         elif isinstance(value, bytes):
             out[f.name] = _hex(value)
         else:

@@ -64,6 +64,7 @@ from node.consensus import (
 from node.gossip import NodePeers
 from node.keys import load_or_create_node_key
 from node.rpc.server import RpcLimits, RpcServer
+from node.verifier import start_node_verifier
 from p2p.messages import EvidenceMsg, tx_batches
 from p2p.switch import Switch, SwitchConfig
 from p2p.sync import BlockSyncer, SyncRejected
@@ -226,11 +227,14 @@ class Node:
             await self._start_p2p()
             await self._initial_sync()
             self._describe_role()
+            compute_verifier = start_node_verifier(self)  # committee duties, off the loop
             ticker = asyncio.ensure_future(self._gossip_ticker())
             try:
                 await self.driver.run(self._stop)
             finally:
                 ticker.cancel()
+                if compute_verifier is not None:
+                    compute_verifier.stop()
         finally:
             await self._shutdown()
 

@@ -202,15 +202,19 @@ class GannetProcess:
 class DevnetProcess(GannetProcess):
     """`gannet devnet --home HOME --rpc-port P --block-time MS` (creates HOME if absent).
 
+    Without `provider=True` it runs with --no-provider: no provider account at genesis and
+    no provider worker, so the ledger holds only the dev account and what tests do.
+
     `params` (genesis parameter overrides, e.g. {"tokenomics": {"halving_period_blocks":
     30}}) is written beside the home and passed as `--params` while the home is new.
     """
 
     def __init__(self, home: Path, rpc_port: int | None = None, block_time_ms: int = 200,
                  log_path: Path | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
-                 params: dict[str, Any] | None = None) -> None:
+                 params: dict[str, Any] | None = None, provider: bool = False) -> None:
         self.home = Path(home)
         self.block_time_ms = block_time_ms
+        self.provider = provider  # run the devnet's provider worker (and fund it at genesis)
         self.params_file: Path | None = None
         if params is not None:
             self.params_file = self.home.parent / f"{self.home.name}.params.json"
@@ -223,8 +227,9 @@ class DevnetProcess(GannetProcess):
     def _args(self, port: int) -> list[str]:
         new_home = not HomePaths(self.home).config_file.exists()
         params = ["--params", str(self.params_file)] if self.params_file and new_home else []
+        provider = [] if self.provider else ["--no-provider"]
         return ["devnet", "--home", str(self.home), "--rpc-port", str(port),
-                "--block-time", str(self.block_time_ms), "--p2p-port", "0", *params]
+                "--block-time", str(self.block_time_ms), "--p2p-port", "0", *params, *provider]
 
     def start(self) -> None:
         """Start; when the port we picked was taken meanwhile, try another one."""

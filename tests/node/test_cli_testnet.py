@@ -171,7 +171,7 @@ class _Captured:
     def __init__(self) -> None:
         self.calls: list[tuple[Path, tuple]] = []
 
-    def __call__(self, paths: HomePaths, *args: object) -> None:
+    def __call__(self, paths: HomePaths, *args: object, **options: object) -> None:
         self.calls.append((paths.home, args))
 
 
@@ -298,4 +298,6 @@ def test_devnet_genesis_has_a_pool_an_issuer_and_licences(tmp_path: Path) -> Non
     assert encode_address(genesis.stable_issuer) == dev
     assert (genesis.pool.gpu, genesis.pool.stable) == (cli_node.DEVNET_POOL_GPU,
                                                        cli_node.DEVNET_POOL_STABLE)
-    assert [a.licences for a in genesis.accounts] == [cli_node.DEVNET_LICENCES]
+    # The dev account holds every licence (the provider and validator accounts none).
+    assert [a.licences for a in genesis.accounts if a.licences] == [cli_node.DEVNET_LICENCES]
+    assert [encode_address(a.address) for a in genesis.accounts if a.licences] == [dev]
