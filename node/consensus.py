@@ -39,7 +39,7 @@ from consensus.engine import (
     Timeout,
 )
 from consensus.errors import InvalidMessage
-from consensus.wal import WAL, WalProposal, WalTimeout, WalVote
+from consensus.wal import WAL, WalProposal, WalTimeout, WalVote, encode_frame, segment_paths
 from p2p.messages import Message, ProposalMsg, VoteMsg
 
 log = logging.getLogger("gannet.consensus")
@@ -115,6 +115,8 @@ class ConsensusDriver:
         self._timers: set[asyncio.TimerHandle] = set()
         self._catching_up = False
         self.snapshot = EMPTY_SNAPSHOT
+        if engine.signer is not None:
+            engine.signer = ProposalFirstSigner(engine.signer, wal, node.app, self._crash_point)
 
     # --- inputs ------------------------------------------------------------------
 
@@ -253,16 +255,23 @@ class ConsensusDriver:
     async def _act(self, outputs: list[Output]) -> None:
         for out in outputs:
             if isinstance(out, BroadcastVote):
-                self._crash_point("after-sign", out.vote.vote.height)
-                await asyncio.to_thread(self.wal.write_sync, WalVote(vote=out.vote, own=1))
-                self._crash_point("after-wal", out.vote.vote.height)
+                height = out.vote.vote.height
+                entry: Any = WalVote(vote=out.vote, own=1)
+                self._crash_point("after-sign", height)
+                self._crash_point("mid-wal", height, torn=entry)
+                await asyncio.to_thread(self.wal.write_sync, entry)
+                self._crash_point("after-wal", height)
                 self.network.broadcast(VoteMsg(vote=out.vote))
                 if self.node.equivocate is not None:
                     self._equivocate(out.vote)
             elif isinstance(out, BroadcastProposal):
+                height = out.proposal.proposal.height
                 raw = self._raw_of(out.block)
-                await asyncio.to_thread(self.wal.write_sync,
-                                        WalProposal(proposal=out.proposal, block=raw, own=1))
+                if not self._journaled(out.proposal):
+                    self._crash_point("proposal-after-sign", height)
+                    await asyncio.to_thread(self.wal.write_sync,
+                                            WalProposal(proposal=out.proposal, block=raw, own=1))
+                self._crash_point("proposal-after-wal", height)
                 self.network.broadcast(ProposalMsg(proposal=out.proposal, block=raw))
             elif isinstance(out, ScheduleTimeout):
                 self._schedule(out.timeout, out.duration_ms)
@@ -271,12 +280,24 @@ class ConsensusDriver:
             elif isinstance(out, Decide):
                 await self._decide(out)
 
-    def _crash_point(self, point: str, height: int) -> None:
-        """TEST FAULT: die here (as kill -9 would) when GANNET_FAULT_CRASH names this point."""
+    def _journaled(self, signed: SignedProposal) -> bool:
+        """Whether the signer already wrote this own proposal to the WAL."""
+        signer = self.engine.signer
+        return isinstance(signer, ProposalFirstSigner) and signer.journaled == signed
+
+    def _crash_point(self, point: str, height: int, torn: Any = None) -> None:
+        """TEST FAULT: die here (as kill -9 would) when GANNET_FAULT_CRASH names this point
+        and height. With `torn`, first append the first half of that entry's WAL frame,
+        unsynced: a write the crash cut short."""
         crash = self.node.crash_at
-        if crash is not None and crash == (point, height):
-            log.warning("TEST FAULT: crashing at %s height=%d", point, height)
-            os._exit(CRASH_EXIT_CODE)
+        if crash is None or not crash.applies(point, height):
+            return
+        log.warning("TEST FAULT: crashing at %s height=%d", point, height)
+        if torn is not None:
+            frame = encode_frame(torn)
+            with open(segment_paths(self.wal.directory)[-1], "ab") as segment:
+                segment.write(frame[:len(frame) // 2])  # the WAL handle flushed all before it
+        os._exit(CRASH_EXIT_CODE)
 
     def _equivocate(self, signed: SignedVote) -> None:
         """TEST FAULT: also send a conflicting vote, signed around the double-sign guard."""
@@ -309,7 +330,9 @@ class ConsensusDriver:
         height = decision.block.header.height
         if height != self.node.head.height + 1:
             return  # a catch-up committed this height already
+        self._crash_point("before-commit-batch", height)
         await self.node.commit_decided(decision.block, decision.commit)
+        self._crash_point("after-commit-batch", height)
         await asyncio.to_thread(self.wal.end_height, height)
         self._after_height()
 
@@ -338,6 +361,46 @@ class ConsensusDriver:
             log.info("caught up height=%d (+%d blocks)", after, after - before)
             await asyncio.to_thread(self.wal.end_height, after)
             await self._start_height(after + 1)
+
+
+class ProposalFirstSigner:
+    """The validator's signer as the engine sees it: an own proposal goes to the WAL
+    (fsynced, with its block) as soon as it is signed, before the engine signs anything
+    after it - its own prevote for that block comes in the same engine call.
+
+    Without that, a crash after the prevote was signed but before the proposal reached
+    the WAL leaves a signed prevote for a block that exists nowhere: after a restart
+    the node can neither propose it again (the rebuilt block differs, so the signer
+    refuses) nor prevote anything else in that round, and with exactly +2/3 of the
+    power up the round never ends. With the proposal in the WAL, the replay hands the
+    engine its block back and the signer its stored prevote.
+
+    Only the driver's task writes the WAL, and it waits on the engine call that signs
+    here, so this write never races another.
+    """
+
+    def __init__(self, inner: Any, wal: WAL, app: Any,
+                 crash_point: Callable[[str, int], None]) -> None:
+        self._inner = inner
+        self._wal = wal
+        self._app = app
+        self._crash_point = crash_point
+        self.address: bytes = inner.address
+        self.journaled: SignedProposal | None = None  # the last proposal written here
+
+    def sign_vote(self, vote: Any) -> SignedVote:
+        return self._inner.sign_vote(vote)
+
+    def sign_proposal(self, proposal: Any) -> SignedProposal:
+        """Sign (or DoubleSignRefused), then journal it if its block was built or checked
+        here (else the driver journals it before sending, as any own message)."""
+        signed = self._inner.sign_proposal(proposal)
+        executed = self._app.executed(proposal.block_hash)
+        if executed is not None:
+            self._crash_point("proposal-after-sign", proposal.height)
+            self._wal.write_sync(WalProposal(proposal=signed, block=executed.raw, own=1))
+            self.journaled = signed
+        return signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,21 +432,53 @@ class EquivocationFault:
 
 EQUIVOCATE_ENV = "GANNET_FAULT_EQUIVOCATE"
 CRASH_ENV = "GANNET_FAULT_CRASH"
-CRASH_POINTS = ("after-sign", "after-wal")
+# Where GANNET_FAULT_CRASH can stop a node, in the order a height meets them. The vote
+# points fire at the node's first own vote of the height, the proposal points at its first
+# own proposal, the commit points at its decision:
+# - after-sign: the vote is signed and the sign state fsynced; nothing in the WAL, nothing sent.
+# - mid-wal: half of the vote's WAL frame is written (not fsynced): a torn tail.
+# - after-wal: the vote is durable in the WAL; nothing sent.
+# - proposal-after-sign: an own proposal is signed, nothing in the WAL (nothing else signed).
+# - proposal-after-wal: the proposal is durable in the WAL (and the prevote for it that the
+#   engine signs in the same call is signed); nothing sent.
+# - before-commit-batch: decided, nothing of the block in the store.
+# - after-commit-batch: block, commit, receipts, state and head are durable; the WAL has not
+#   ended the height.
+# There is no point "between block save and state save": `BlockStore.commit_block` writes
+# the block, its commit, the tx index, every state write and the new head in ONE synced,
+# transactional write batch, so a crash leaves all of them or none of them on disk.
+CRASH_POINTS = ("after-sign", "mid-wal", "after-wal", "proposal-after-sign",
+                "proposal-after-wal", "before-commit-batch", "after-commit-batch")
 CRASH_EXIT_CODE = 99
 
 
-def crash_point_from_env(value: str | None) -> tuple[str, int] | None:
-    """Test-only fault GANNET_FAULT_CRASH="<point>:<height>": exit at the first own vote
-    of that height, right after signing ("after-sign": signed and sign state fsynced,
-    nothing in the WAL or sent) or after the WAL ("after-wal": durable, not sent)."""
+@dataclass(frozen=True, slots=True)
+class CrashFault:
+    """Test-only fault: exit with CRASH_EXIT_CODE at `point` of any of `heights`."""
+
+    point: str
+    heights: frozenset[int]
+
+    def applies(self, point: str, height: int) -> bool:
+        return point == self.point and height in self.heights
+
+    def __str__(self) -> str:
+        return f"{self.point}:{','.join(map(str, sorted(self.heights)))}"
+
+
+def crash_point_from_env(value: str | None) -> CrashFault | None:
+    """Test-only fault GANNET_FAULT_CRASH="<point>:<height>[,<height>...]": exit (as kill -9
+    would, status CRASH_EXIT_CODE) at `point` (one of CRASH_POINTS) of the first of those
+    heights the node reaches. A restart with the same value would crash again at the same
+    height when it replays it: restart with the heights still to come."""
     if not value:
         return None
-    point, _, height = value.partition(":")
-    if point not in CRASH_POINTS or not height.isdigit():
-        raise ValueError(f"{CRASH_ENV} must be <point>:<height> with point one of "
-                         f"{', '.join(CRASH_POINTS)}; got {value!r}")
-    return point, int(height)
+    point, _, heights = value.partition(":")
+    parts = heights.split(",")
+    if point not in CRASH_POINTS or not all(part.isdigit() for part in parts):
+        raise ValueError(f"{CRASH_ENV} must be <point>:<height>[,<height>...] with point one "
+                         f"of {', '.join(CRASH_POINTS)}; got {value!r}")
+    return CrashFault(point, frozenset(int(part) for part in parts))
 
 
 def _input_of(entry: Any) -> Input | None:

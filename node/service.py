@@ -58,6 +58,7 @@ from node.consensus import (
     CRASH_ENV,
     EQUIVOCATE_ENV,
     ConsensusDriver,
+    CrashFault,
     EquivocationFault,
     crash_point_from_env,
 )
@@ -163,7 +164,7 @@ class Node:
             log.warning("double-sign check SKIPPED (--unsafe-skip-double-sign-check)")
         return FileSigner(self.validator_key, self.chain_id, path)
 
-    def _test_faults(self) -> tuple[EquivocationFault | None, tuple[str, int] | None]:
+    def _test_faults(self) -> tuple[EquivocationFault | None, CrashFault | None]:
         """Faults that tests switch on by environment variable (off otherwise)."""
         try:
             fault = EquivocationFault.from_env(os.environ.get(EQUIVOCATE_ENV))
