@@ -259,11 +259,13 @@ TX_BODIES = OneOf((
     (1, Transfer), (2, LicenceTransfer), (3, CreateValidator), (4, EditValidator),
     (5, Delegate), (6, Undelegate), (7, Redelegate), (8, WithdrawRewards), (9, Unjail),
     (10, Swap), (11, AddLiquidity), (12, RemoveLiquidity), (13, IssueStable),
-    (14, PayRevenue),
+    (14, PayRevenue), (15, RegisterProvider), (16, DeregisterProvider), (17, SubmitJob),
+    (18, CommitResult), (19, RevealTiles), (20, Attest),
 ))
 TxBody = (Transfer | LicenceTransfer | CreateValidator | EditValidator | Delegate | Undelegate
           | Redelegate | WithdrawRewards | Unjail | Swap | AddLiquidity | RemoveLiquidity
-          | IssueStable | PayRevenue)
+          | IssueStable | PayRevenue | RegisterProvider | DeregisterProvider | SubmitJob
+          | CommitResult | RevealTiles | Attest)
 
 
 @record

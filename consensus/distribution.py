@@ -5,9 +5,12 @@ module account "rewards" and shares it, plus what earlier blocks carried,
 among the validators of the current set:
 
 - the provider part (`tokenomics.provider_share` of the total, rounded down):
-  until proof of compute pays providers, it goes to the operators of the
-  validators whose node licences are bound, in proportion to the plain
-  licence count n (operator income); with no licences anywhere it joins the
+  while any GPU provider qualifies this epoch (passed its availability
+  challenge and has verified work, `compute_providers.provider_reward_weights`)
+  it goes to those providers in proportion to their verified work, accrued
+  for them and paid locked at the next epoch start; otherwise to the
+  operators of the validators whose node licences are bound, in proportion
+  to the plain licence count n (operator income); with neither it joins the
   validator part;
 - the validator part (the rest): in proportion to each validator's weight
   stake share x n*factor(n) x queen_bonus (queens only), split among its
@@ -35,6 +38,7 @@ from typing import Annotated, NamedTuple
 from chain.codec import ADDRESS, U32, U64, ListOf, Record, record
 from chain.records import MAX_VALIDATORS, LicenceTransfer, StakingValidator
 from chain.state import State, is_module_address, module_address
+from consensus.compute_providers import accrue_provider_reward, provider_reward_weights
 from consensus.context import BlockContext, TxFailed
 from consensus.emission import block_emission
 from consensus.params import NetworkParams, TokenomicsParams, compute_licence_factor
@@ -124,11 +128,16 @@ class Recipient(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BlockPayouts:
-    """How one block's emission plus carry splits: (address, amount) payouts and the carry."""
+    """How one block's emission plus carry splits: (address, amount) payouts and the carry.
+
+    `to_providers`: the provider payouts go to GPU providers (addresses are
+    providers), else to validators' operators (addresses are validators).
+    """
 
     provider: tuple[tuple[bytes, int], ...]
     validators: tuple[tuple[bytes, int], ...]
     carry: int
+    to_providers: bool = False
 
 
 # --- pure rules ---------------------------------------------------------------
@@ -189,28 +198,35 @@ def split_by_weight(amount: int, weights: Sequence[int]) -> list[int]:
 
 
 def compute_block_payouts(total: int, recipients: Sequence[Recipient],
-                          tokenomics: TokenomicsParams) -> BlockPayouts:
+                          tokenomics: TokenomicsParams,
+                          providers: Sequence[tuple[bytes, int]] = ()) -> BlockPayouts:
     """Split `total` (emission + carry) between providers and validators; the rest carries.
 
-    Provider part = provider_share of the total, by plain licence count; with
-    no licences it joins the validator part. Validator part by
-    `effective_weights`. Zero payouts are left out.
+    Provider part = provider_share of the total: by verified work among
+    `providers` ((address, work) of the qualifying GPU providers) when any has
+    work, else by plain licence count among validators; with neither it joins
+    the validator part. Validator part by `effective_weights`. Zero payouts
+    are left out.
     """
-    licences = [r.licences for r in recipients]
-    provider_part = tokenomics.provider_share.floor_mul(total) if any(licences) else 0
-    provider = split_by_weight(provider_part, licences)
+    to_providers = any(work for _, work in providers)
+    shares = ([work for _, work in providers] if to_providers
+              else [r.licences for r in recipients])
+    provider_part = tokenomics.provider_share.floor_mul(total) if any(shares) else 0
+    provider = split_by_weight(provider_part, shares)
     entries = [RewardEntry(r.tokens, r.licences, r.queen) for r in recipients]
     weights, _ = effective_weights(entries, tokenomics)
     validators = split_by_weight(total - provider_part, weights)
     carry = total - sum(provider) - sum(validators)
-    return BlockPayouts(provider=_nonzero(recipients, provider),
-                        validators=_nonzero(recipients, validators), carry=carry)
+    addresses = [a for a, _ in providers] if to_providers else [r.address for r in recipients]
+    return BlockPayouts(provider=_nonzero(addresses, provider),
+                        validators=_nonzero([r.address for r in recipients], validators),
+                        carry=carry, to_providers=to_providers)
 
 
-def _nonzero(recipients: Sequence[Recipient],
+def _nonzero(addresses: Sequence[bytes],
              amounts: Sequence[int]) -> tuple[tuple[bytes, int], ...]:
-    """(address, amount) for every positive amount, in the recipients' order."""
-    return tuple((r.address, a) for r, a in zip(recipients, amounts, strict=True) if a > 0)
+    """(address, amount) for every positive amount, in the addresses' order."""
+    return tuple((r, a) for r, a in zip(addresses, amounts, strict=True) if a > 0)
 
 
 def select_queens(validators: Sequence[StakingValidator], current: frozenset[bytes],
@@ -307,8 +323,9 @@ def begin_block(state: State, ctx: BlockContext) -> None:
 def end_block(state: State, ctx: BlockContext) -> None:
     """Mint the block's emission into "rewards" and distribute it with the carry.
 
-    Provider part to operators as income, validator part by weight to
-    delegators and operators; the floors' remainder carries to the next block.
+    Provider part to qualifying GPU providers (accrued) or to operators as
+    income, validator part by weight to delegators and operators; the floors'
+    remainder carries to the next block.
     """
     tokenomics = ctx.params.tokenomics
     emission = block_emission(tokenomics, ctx.first_height, ctx.height,
@@ -316,9 +333,10 @@ def end_block(state: State, ctx: BlockContext) -> None:
     if emission > 0:
         mint(state, module_address("rewards"), emission)
     payouts = compute_block_payouts(emission + get_carry(state), get_recipients(state),
-                                    tokenomics)
+                                    tokenomics, provider_reward_weights(state, ctx))
+    credit = accrue_provider_reward if payouts.to_providers else allocate_operator_income
     for address, amount in payouts.provider:
-        allocate_operator_income(state, address, amount)
+        credit(state, address, amount)
     for address, amount in payouts.validators:
         allocate_validator_reward(state, address, amount)
     record_block_figures(state, ctx.height, emission, payouts)

@@ -44,6 +44,8 @@ DAYS_PER_YEAR = 365
 DEFAULT_BLOCK_TIME_MS = 1000
 MAX_LICENCE_TIERS = 64
 MAX_CHALLENGE_SAMPLES = 1024
+CHALLENGE_TILE = 16  # the tile side of an availability challenge
+MAX_CHALLENGE_SIZE = 1024  # the largest challenge matmul side
 GPU = BASE_UNITS_PER_GPU
 
 # Every duration parameter, as wall time at the target block time: (group, field) -> ms.
@@ -263,7 +265,11 @@ class ComputeParams:
     f = 1/10 corrupt gives k = 44; see `compute_challenge_samples`). Our
     choices: tiles are picked 2 blocks after the commit, revealed within 20
     blocks and attested within 20 more; providers post 1000 GPU of collateral
-    and lose a tenth of it per failed or missed job.
+    and lose a tenth of it per failed or missed job. A committee member that
+    attests against the settled verdict or not at all loses 1/100 of its
+    validator's operator rewards per job. A client's commit deadline is at most
+    1000 blocks ahead; an availability challenge (a `challenge_size` cube
+    matmul_i8 in 16 x 16 tiles) is due within 20 blocks.
     """
 
     detection_target: Ratio = Ratio(99, 100)
@@ -273,6 +279,10 @@ class ComputeParams:
     attest_window_blocks: int = 20
     provider_min_collateral: int = 1000 * GPU
     provider_slash_fraction: Ratio = Ratio(1, 10)
+    attest_penalty: Ratio = Ratio(1, 100)
+    max_deadline_blocks: int = 1000
+    challenge_commit_blocks: int = 20
+    challenge_size: int = 128
 
     def validate(self) -> None:
         """Raise ParamsError naming every field that breaks a rule."""
@@ -562,6 +572,13 @@ def _compute_problems(p: ComputeParams) -> list[ParamProblem]:
     _check_range(out, p, "reveal_window_blocks", 1)
     _check_range(out, p, "attest_window_blocks", 1)
     _check_ratio(out, p, "provider_slash_fraction", ZERO, ONE)
+    _check_ratio(out, p, "attest_penalty", ZERO, ONE)
+    _check_range(out, p, "max_deadline_blocks", 1)
+    _check_range(out, p, "challenge_commit_blocks", 1)
+    _check_range(out, p, "challenge_size", CHALLENGE_TILE, MAX_CHALLENGE_SIZE)
+    if p.challenge_size % CHALLENGE_TILE:
+        out.append(("challenge_size",
+                    f"must be a multiple of {CHALLENGE_TILE}, got {p.challenge_size}"))
     return out
 
 
