@@ -369,11 +369,17 @@ class Switch:
         if not ws.can_prepare(request).ok:
             return _refusal(400, f"{P2P_PATH} takes WebSocket upgrades")
         self._inbound_pending += 1
+        upgraded = False
         try:
             await ws.prepare(request)
+            upgraded = True
             peer = await self._handshake(ws, request.remote or "", outbound=False, port=0)
         except (HandshakeError, *LINK_ERRORS):
-            return ws
+            # An upgrade that failed (the dialer gave up while this node could not answer,
+            # e.g. it was stopped) leaves `ws` half prepared, which aiohttp cannot close
+            # ("Call .prepare() first", logged as an unhandled exception): answer with a
+            # plain response instead, which aiohttp drops quietly on the dead link.
+            return ws if upgraded else _refusal(400, "the WebSocket upgrade failed")
         finally:
             self._inbound_pending -= 1
         self._guard.settle(request.transport)
