@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from tests.e2e import checks
 from tests.e2e.bank import Bank, BankError, _replay
+from tests.e2e.cluster import Cluster
 from tests.e2e.scenario import (
     KINDS,
     ScenarioError,
@@ -211,6 +213,23 @@ def test_the_memory_check_catches_a_high_peak_and_a_growing_run() -> None:
 
 
 # --- the scenarios -----------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_node_stopped_while_peers_redial_it_logs_no_exception(tmp_path: Path) -> None:
+    """The soak's first finding: peers redial a SIGSTOPped node (its links were cut and
+    healed), give up after their handshake timeout (5 s), and the node, resumed, found
+    their upgrades dead; it returned half-prepared WebSockets, which aiohttp logged as
+    unhandled exceptions with tracebacks (p2p/switch.py `_on_http`)."""
+    with Cluster(tmp_path, n=4, block_time_ms=200) as cluster:
+        cluster.wait_height(3)
+        cluster.pause(0)
+        cluster.partition([[1, 2, 3], [0]])
+        cluster.heal()  # the others dial node 0 again, through the proxies, and wait
+        time.sleep(7)  # the fault's length: past the dialers' 5 s handshake timeout
+        cluster.resume(0)
+        cluster.wait_height(max(h for h in cluster.heights() if h is not None) + 2)
+        checks.check_no_uncaught_exceptions(cluster)
 
 
 @pytest.mark.e2e
