@@ -7,6 +7,12 @@ data is cut off at once. Messages that pass are relayed to the other peers and
 handed to consensus, the mempool, the evidence pool or block sync; votes and
 proposals for the height after the next cannot be checked yet, so they are
 handed on but never relayed (an honest node passes on only what it checked).
+
+A peer's status is a claim. A claim ahead of us (two heights, or one for longer
+than BEHIND_GRACE_S) gets that peer probed for our next block (`BlockSyncer.probe`)
+while consensus goes on; only a block served with a commit that verifies stops
+consensus for a catch-up (see p2p/sync.py), so a peer that claims heights it
+cannot serve never keeps a validator from voting.
 """
 
 from __future__ import annotations
@@ -224,36 +230,39 @@ class NodePeers:
             self._relay(peer, message)
 
     def _on_status(self, peer: PeerInfo, status: StatusMsg) -> None:
+        """Note a peer's claim; probe it at once if it claims two heights past ours."""
         node = self.node
-        if node.syncer is not None:
-            node.syncer.on_status(peer.node_id, status)
+        if node.syncer is None:
+            return
+        node.syncer.on_status(peer.node_id, status)
         if status.height <= node.head.height:
             self._ahead_since.pop(peer.node_id, None)
             return
         self._ahead_since.setdefault(peer.node_id, time.monotonic())
-        if status.height >= node.head.height + 2 and node.driver is not None:
-            node.driver.request_catch_up()
+        if status.height >= node.head.height + 2:
+            node.syncer.probe(peer.node_id)
         else:
             self.check_behind()
 
     def check_behind(self) -> None:
-        """Catch up when a peer has stayed ahead of our head for BEHIND_GRACE_S.
+        """Probe each peer that has stayed ahead of our head for BEHIND_GRACE_S.
 
         A peer one block ahead usually means it decided a moment before us; only
-        if that lasts do we fetch the block instead of waiting for the votes.
+        if that lasts do we ask it for the block instead of waiting for the votes.
+        The probe stops nothing: the syncer cues a catch-up only if the peer serves
+        the block with a commit that verifies.
         """
         node = self.node
-        if node.driver is None:
+        if node.syncer is None:
             return
         now = time.monotonic()
         statuses = {peer.node_id: peer.status for peer in node.switch.peers()}
-        for peer_id, since in list(self._ahead_since.items()):
+        for peer_id, since in sorted(self._ahead_since.items()):
             status = statuses.get(peer_id)
             if status is None or status.height <= node.head.height:
                 del self._ahead_since[peer_id]
             elif now - since > BEHIND_GRACE_S:
-                node.driver.request_catch_up()
-                return
+                node.syncer.probe(peer_id)
 
 
 def local_status(node: Any) -> StatusMsg:
@@ -283,7 +292,8 @@ def round_state(node: Any) -> RoundStateMsg | None:
 
 
 def regossip(node: Any) -> None:
-    """Periodic duty: announce status, resend round messages, catch up if peers are ahead."""
+    """Periodic duty: announce status, resend round messages, probe peers that are ahead
+    (and count the probes they left unanswered as failures)."""
     switch = node.switch
     if switch is None:
         return
@@ -291,4 +301,6 @@ def regossip(node: Any) -> None:
     for message in round_messages(node):
         switch.broadcast(message)
     node.peers_handler.help_stuck_peers()
+    if node.syncer is not None:
+        node.syncer.expire_probes()
     node.peers_handler.check_behind()

@@ -135,6 +135,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._listeners: list = []
+        self._committing = False  # a block's store batch is being written (off the loop)
 
     def _open_signer(self, skip_check: bool) -> FileSigner | None:
         """The validator's signer, after checking its sign state cannot double sign.
@@ -245,7 +246,8 @@ class Node:
                              switch_config(self.config), self.peers_handler,
                              moniker=self.config.moniker)
         self.syncer = BlockSyncer(self.switch.send, self.switch.ban, self.apply_synced,
-                                  lambda: self.head.height)
+                                  lambda: self.head.height, verify=self.verify_probed,
+                                  on_behind=self._on_behind)
         # The driver exists before the first peer does, so consensus messages that
         # arrive during the initial sync wait in its inbox: peers mark what they sent
         # as known and would never send it again, so dropping it can stall a round.
@@ -353,16 +355,34 @@ class Node:
 
     async def apply_synced(self, block: Block, raw: bytes, commit: Commit) -> None:
         """Verify a block from block sync by its commit, execute it and commit it."""
-        bh = block_hash(block)
-        vset, _ = self.validators_for_next_height()
-        try:
-            validate_commit(self.chain_id, vset, commit, self.head.height + 1, bh)
-        except InvalidCommit as exc:
-            raise SyncRejected(f"block {block.header.height}: {exc}") from exc
+        self._validate_synced_commit(block, commit)
         executed = await self._executed(block, raw)
         if executed is None:
             raise SyncRejected(f"block {block.header.height} does not apply to our state")
         await self._commit(executed, commit)
+
+    def verify_probed(self, block: Block, commit: Commit) -> bool:
+        """Whether a block a peer served to a probe is our next block, finalised by +2/3
+        of the validator set: False if that cannot be checked now (a commit is being
+        written, so the store's state and our head may disagree); raises `SyncRejected`
+        if it is not."""
+        if self._committing:
+            return False
+        self._validate_synced_commit(block, commit)
+        return True
+
+    def _validate_synced_commit(self, block: Block, commit: Commit) -> None:
+        """Raise `SyncRejected` unless `commit` finalises `block` at our next height."""
+        vset, _ = self.validators_for_next_height()
+        try:
+            validate_commit(self.chain_id, vset, commit, self.head.height + 1, block_hash(block))
+        except InvalidCommit as exc:
+            raise SyncRejected(f"block {block.header.height}: {exc}") from exc
+
+    def _on_behind(self) -> None:
+        """A peer served our next block with its commit: stop consensus to catch up."""
+        if self.driver is not None:
+            self.driver.request_catch_up()
 
     async def _executed(self, block: Block, raw: bytes | None = None) -> Executed | None:
         executed = self.app.executed(block_hash(block))
@@ -372,12 +392,15 @@ class Node:
         return executed
 
     async def _commit(self, executed: Executed, commit: Commit) -> None:
+        self._committing = True
         try:
             committed = await asyncio.to_thread(self._write_block, executed, commit)
         except StoreError as exc:
             log.error("store failure, stopping node: %s", exc)
             self.stop()
             raise NodeError(f"store failure: {exc}") from exc
+        finally:
+            self._committing = False
         self._after_commit(executed, committed, commit.round)
         for listener in self._listeners:
             await listener(committed)

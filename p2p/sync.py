@@ -13,6 +13,29 @@ is penalised, everything it sent is dropped and its heights go to other peers; a
 peer that answers `NoBlock` or stays silent past the request timeout is not asked
 for that height again until the timeout has passed once more. A response nobody
 asked for is ignored, not penalised: it may be a late answer to a timed-out request.
+
+A height claim is only a claim (CometBFT's blocksync follows the same idea). The
+syncer remembers, per peer id and across runs, what the peer's serving showed:
+
+- backed: its last request ended with a block that passed the checks;
+- marked: its last request for a height inside its claim ended in `NoBlock` or
+  silence past the request timeout, and it served no block after that request went
+  (a peer busy serving us may lose a request without losing its standing);
+- unproven: never asked.
+
+Claims count (for `is_behind`, `target_height` and the end of a run) only from
+backed peers, or, while no connected peer is backed (a node that just started),
+from unproven ones; a marked peer's claim never counts and it is not asked in a
+run. A run is therefore caught up once it has every block the serving peers
+claim, and a peer that claims heights it cannot serve holds a run for a request
+timeout or two at most (two if it served real blocks first), and then no more.
+
+Outside a run nothing stops: `probe` asks a peer that claims to be ahead for our
+next block, and only when it serves that block with a commit the node's `verify`
+accepts (+2/3 of the validator set signed it) does the syncer call `on_behind`,
+the node's cue to stop consensus and run a sync. A probe that fails marks the
+peer; a marked peer is probed again no sooner than a request timeout later, and a
+probe it answers with a verified block makes it backed again.
 """
 
 from __future__ import annotations
@@ -22,7 +45,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -38,10 +61,18 @@ log = logging.getLogger("gannet.sync")
 
 PROGRESS_LOG_S = 5.0  # seconds between progress log lines when no bar is shown
 MAX_WAIT_S = 1.0  # the driving loop looks at timeouts and progress at least this often
+MAX_RECORDS = 4096  # peers whose serving record is remembered (least recently updated go)
 
 Send = Callable[[bytes, Message], bool]
 Penalise = Callable[[bytes, str], None]
 Apply = Callable[[Block, bytes, Commit], Awaitable[None]]
+# Checks the commit of a block at our height + 1: True if it verifies, False if it cannot
+# be checked right now (the node is committing a block); raises SyncRejected if it is bad.
+Verify = Callable[[Block, Commit], bool]
+
+BACKED = "backed"
+MARKED = "marked"
+UNPROVEN = "unproven"
 
 
 class SyncRejected(Exception):
@@ -59,10 +90,28 @@ class SyncConfig:
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """A block request in flight: who was asked, and until when it may answer."""
+    """A block request in flight: who was asked, when, and until when it may answer."""
 
     peer: bytes
+    asked: float
     deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """A probe in flight: the height asked (our height + 1 then), when, and its deadline."""
+
+    height: int
+    asked: float
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """How a peer's last request ended: with a good block (`served`) or not, and when."""
+
+    served: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,21 +165,27 @@ class BlockSyncer:
     """Fetches blocks from peers and hands them to the node in height order.
 
     The node's peer handler feeds it peers' statuses, responses and departures
-    (`on_*`); `sync_until_caught_up` drives requests and applies blocks. All
-    methods run on the node's event loop.
+    (`on_*`), probes peers that claim to be ahead (`probe`, `expire_probes`), and
+    `sync_until_caught_up` drives requests and applies blocks. All methods run on
+    the node's event loop.
     """
 
     def __init__(self, send: Send, penalise: Penalise, apply: Apply,
                  our_height: Callable[[], int], config: SyncConfig = SyncConfig(),
-                 show_progress: bool | None = None) -> None:
+                 show_progress: bool | None = None, verify: Verify | None = None,
+                 on_behind: Callable[[], None] | None = None) -> None:
         self._send = send
         self._penalise = penalise
         self._apply = apply
         self._our_height = our_height
+        self._verify = verify
+        self._on_behind = on_behind
         self.config = config
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.syncing = False
         self._peers: dict[bytes, StatusMsg] = {}
+        self._records: OrderedDict[bytes, _Record] = OrderedDict()
+        self._probes: dict[bytes, _Probe] = {}
         self._pending: dict[int, _Request] = {}
         self._fetched: dict[int, _Fetched] = {}
         self._failed: dict[int, dict[bytes, float]] = {}  # height -> peer -> when it failed
@@ -139,18 +194,32 @@ class BlockSyncer:
 
     # --- what peers tell us -------------------------------------------------------------
 
+    def standing(self, peer_id: bytes) -> str:
+        """BACKED, MARKED or UNPROVEN: what the peer's serving has shown so far."""
+        record = self._records.get(peer_id)
+        if record is None:
+            return UNPROVEN
+        return BACKED if record.served else MARKED
+
+    def _counted(self) -> list[StatusMsg]:
+        """The claims that count: backed peers', or unproven ones' while none is backed."""
+        by_standing: dict[str, list[StatusMsg]] = {BACKED: [], UNPROVEN: [], MARKED: []}
+        for peer_id, status in self._peers.items():
+            by_standing[self.standing(peer_id)].append(status)
+        return by_standing[BACKED] or by_standing[UNPROVEN]
+
     @property
     def target_height(self) -> int:
-        """The highest committed height any peer reports (our own if none is higher)."""
-        return max([self._our_height(), *(s.height for s in self._peers.values())])
+        """The highest committed height a counted claim reports (ours if none is higher)."""
+        return max([self._our_height(), *(s.height for s in self._counted())])
 
     def is_behind(self, margin: int = 1) -> bool:
-        """Whether some peer's committed height is at least our height + margin + 1."""
+        """Whether a counted claim is at least our height + margin + 1."""
         ours = self._our_height()
-        return any(s.height >= ours + margin + 1 for s in self._peers.values())
+        return any(s.height >= ours + margin + 1 for s in self._counted())
 
     def on_status(self, peer_id: bytes, status: StatusMsg) -> None:
-        """Remember where a peer is: which heights it can serve."""
+        """Remember where a peer says it is: which heights it claims to serve."""
         self._peers[peer_id] = status
         self._wake.set()
 
@@ -159,42 +228,136 @@ class BlockSyncer:
         height = response.commit.height
         request = self._pending.get(height)
         if request is None or request.peer != peer_id:
-            return  # not asked of this peer: a late or duplicate answer
+            self._on_probe_response(peer_id, response)
+            return  # else not asked of this peer: a late or duplicate answer
         del self._pending[height]
         try:
             block = check_response(height, response)
         except SyncRejected as exc:
             self._reject(peer_id, str(exc))
             return
+        self._note(peer_id, served=True, now=time.monotonic())
         self._fetched[height] = _Fetched(peer_id, block, response.block, response.commit)
         self._wake.set()
 
     def on_no_block(self, peer_id: bytes, msg: NoBlock) -> None:
         """A peer lacks a height we asked it for: ask another peer."""
+        now = time.monotonic()
+        probe = self._probes.get(peer_id)
+        if probe is not None and probe.height == msg.height:
+            del self._probes[peer_id]
+            self._note_failure(peer_id, msg.height, probe.asked, now)
+            return
         request = self._pending.get(msg.height)
         if request is None or request.peer != peer_id:
             return
         del self._pending[msg.height]
-        self._mark_failed(msg.height, peer_id, time.monotonic())
+        self._mark_failed(msg.height, peer_id, now)
+        self._note_failure(peer_id, msg.height, request.asked, now)
         self._wake.set()
 
     def on_peer_gone(self, peer_id: bytes) -> None:
-        """Forget a disconnected peer; its requests in flight go to other peers."""
+        """Forget a disconnected peer's claim (not its record); its requests in flight go
+        to other peers."""
         self._peers.pop(peer_id, None)
+        self._probes.pop(peer_id, None)
         for height in [h for h, r in self._pending.items() if r.peer == peer_id]:
             del self._pending[height]
         self._wake.set()
 
+    # --- probing, while consensus runs -------------------------------------------------
+
+    def probe(self, peer_id: bytes) -> bool:
+        """Ask a peer that claims our next height for that block; whether a request went.
+
+        Nothing else happens until it answers: a claim alone never stops consensus.
+        Not while a run is going (the run asks), not twice at once, and a marked peer
+        not within a request timeout of its last failure.
+        """
+        status = self._peers.get(peer_id)
+        height = self._our_height() + 1
+        if self.syncing or peer_id in self._probes or status is None:
+            return False
+        if not status.base <= height <= status.height:
+            return False
+        now = time.monotonic()
+        record = self._records.get(peer_id)
+        if record is not None and not record.served and (
+                now - record.at < self.config.request_timeout_s):
+            return False
+        if not self._send(peer_id, BlockRequest(height=height)):
+            return False
+        self._probes[peer_id] = _Probe(height, now, now + self.config.request_timeout_s)
+        return True
+
+    def expire_probes(self) -> None:
+        """Probes past their deadline count as failures: the peer did not serve its claim."""
+        now = time.monotonic()
+        for peer_id, probe in [(p, q) for p, q in self._probes.items() if q.deadline <= now]:
+            del self._probes[peer_id]
+            log.debug("probe timed out height=%d peer=%s", probe.height, peer_id.hex()[:16])
+            self._note_failure(peer_id, probe.height, probe.asked, now)
+
+    def _on_probe_response(self, peer_id: bytes, response: BlockResponse) -> None:
+        """A block answering our probe: if it is our next block and its commit verifies,
+        the peer is backed, the block is kept for the run, and we are behind."""
+        probe = self._probes.get(peer_id)
+        height = response.commit.height
+        if probe is None or probe.height != height:
+            return
+        del self._probes[peer_id]
+        if height != self._our_height() + 1:
+            return  # we have it by now: the answer shows nothing about being behind
+        try:
+            block = check_response(height, response)
+            if self._verify is not None and not self._verify(block, response.commit):
+                return  # cannot be checked right now; the next status probes again
+        except SyncRejected as exc:
+            self._reject(peer_id, f"probe: {exc}")
+            return
+        self._note(peer_id, served=True, now=time.monotonic())
+        self._fetched[height] = _Fetched(peer_id, block, response.block, response.commit)
+        log.info("peer=%s served block %d with a commit: catching up", peer_id.hex()[:16],
+                 height)
+        if self._on_behind is not None:
+            self._on_behind()
+
+    # --- what serving showed -----------------------------------------------------------
+
+    def _note(self, peer_id: bytes, served: bool, now: float) -> None:
+        """Record how a request to the peer ended (the oldest records go past MAX_RECORDS)."""
+        self._records.pop(peer_id, None)
+        self._records[peer_id] = _Record(served, now)
+        while len(self._records) > MAX_RECORDS:
+            self._records.popitem(last=False)
+
+    def _note_failure(self, peer_id: bytes, height: int, asked: float, now: float) -> None:
+        """The peer did not serve `height`, asked of it at `asked`: mark it, unless the
+        height is outside its claim by now or it served a block after that request went
+        (a peer busy serving us may lose one request; asked again, it serves or is marked).
+        """
+        status = self._peers.get(peer_id)
+        if status is not None and not status.base <= height <= status.height:
+            return  # its claim moved: not a claim it failed
+        record = self._records.get(peer_id)
+        if record is not None and record.served and record.at > asked:
+            return
+        if self.standing(peer_id) != MARKED:
+            log.info("marking peer=%s: it did not serve height=%d it claims; its claims "
+                     "stop counting until it serves a block", peer_id.hex()[:16], height)
+        self._note(peer_id, served=False, now=now)
+
     # --- driving -------------------------------------------------------------------------
 
     async def sync_until_caught_up(self, settle_s: float = 1.0) -> int:
-        """Fetch and apply blocks until no known peer has been ahead of us for `settle_s`
-        seconds; return how many blocks were applied.
+        """Fetch and apply blocks until no counted claim has been ahead of us for
+        `settle_s` seconds; return how many blocks were applied.
 
         Exceptions from `apply` other than `SyncRejected` (a store failure) end sync.
         """
         assert not self.syncing, "sync_until_caught_up is already running"
         self.syncing = True
+        self._probes.clear()  # the run asks for itself; late probe answers are ignored
         self._wake = asyncio.Event()  # of this run's event loop
         progress = _Progress(self.show_progress, self._our_height(), self.target_height,
                              len(self._peers))
@@ -251,7 +414,8 @@ class BlockSyncer:
                 continue
             peer = self._request(height, load, now)
             if peer is not None:
-                self._pending[height] = _Request(peer, now + self.config.request_timeout_s)
+                self._pending[height] = _Request(peer, now,
+                                                 now + self.config.request_timeout_s)
                 load[peer] += 1
 
     def _request(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
@@ -263,14 +427,16 @@ class BlockSyncer:
         return None
 
     def _pick_peer(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
-        """The least loaded peer that serves `height`, has room, and has not just failed it;
-        ties go round in id order, so the load spreads and the choice is reproducible."""
+        """The least loaded unmarked peer that claims `height`, has room, and has not just
+        failed it; ties go round in id order, so the load spreads and the choice is
+        reproducible."""
         failed = self._failed.get(height, {})
         retry_after = self.config.request_timeout_s
         candidates = [
             peer for peer, s in self._peers.items()
             if s.base <= height <= s.height and load[peer] < self.config.max_per_peer
             and now - failed.get(peer, -retry_after) >= retry_after
+            and self.standing(peer) != MARKED
         ]
         if not candidates:
             return None
@@ -284,6 +450,7 @@ class BlockSyncer:
         for height, request in [(h, r) for h, r in self._pending.items() if r.deadline <= now]:
             del self._pending[height]
             self._mark_failed(height, request.peer, now)
+            self._note_failure(request.peer, height, request.asked, now)
             log.debug("block request timed out height=%d peer=%s", height, request.peer.hex()[:16])
 
     def _mark_failed(self, height: int, peer: bytes, now: float) -> None:
@@ -298,6 +465,7 @@ class BlockSyncer:
     def _reject(self, peer: bytes, reason: str) -> None:
         """Penalise a peer that served invalid data and drop everything it sent."""
         log.warning("penalising peer=%s: %s", peer.hex()[:16], reason)
+        self._note(peer, served=False, now=time.monotonic())
         self._penalise(peer, f"block sync: {reason}")
         self.on_peer_gone(peer)
         for height in [h for h, f in self._fetched.items() if f.peer == peer]:

@@ -17,7 +17,7 @@ frame of a kind:
 - `IGNORED_KINDS` (dropped without a ban): duplicates of gossip the node sent, votes
   and proposals for past heights or heights past the next two (far future);
 - `far_future_status`: a StatusMsg claiming a far-future height (see
-  test_rogue_peer.py: today it stalls the node's consensus, so it is kept apart);
+  test_rogue_peer.py: it once stalled the node's consensus; it has its own test);
 - `UNCHECKABLE_KINDS`: a vote with a bad signature two heights ahead, which the node
   cannot check yet (the test asserts only that no honest peer pays for it).
 

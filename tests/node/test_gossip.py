@@ -54,10 +54,14 @@ class FakeSwitch:
 class FakeDriver:
     snapshot: RoundSnapshot
     queued: list[Any] = field(default_factory=list)
+    catch_ups: int = 0
 
     def submit(self, item: Any) -> bool:
         self.queued.append(item)
         return True
+
+    def request_catch_up(self) -> None:
+        self.catch_ups += 1
 
 
 @dataclass
@@ -72,6 +76,7 @@ class FakeEngine:
 
 class FakeNode:
     chain_id = CHAIN
+    syncer: Any = None
 
     def __init__(self, head: int) -> None:
         self.head = FakeHead(head)
@@ -209,3 +214,71 @@ def test_a_signed_proposal_carrying_another_block_is_refused_not_relayed() -> No
     real = ProposalMsg(proposal=signed, block=encode(block))
     asyncio.run(handler.on_message(_peer(None), real))
     assert node.switch.broadcasts == [real] and len(node.driver.queued) == 1
+
+
+# --- status claims: probed, never a catch-up on their own --------------------------------------
+
+
+def _node_with_syncer() -> tuple[FakeNode, list[bytes]]:
+    """A node at height 0 whose syncer checks probed blocks against a really signed chain."""
+    from p2p.sync import BlockSyncer
+    from tests.p2p.sync_fakes import Replica, signed_chain
+
+    node = FakeNode(head=0)
+    replica = Replica(signed_chain())
+    bans: list[bytes] = []
+    node.syncer = BlockSyncer(node.switch.send, lambda peer, _reason: bans.append(peer),
+                              replica.apply, replica.height, show_progress=False,
+                              verify=replica.verify, on_behind=node.driver.request_catch_up)
+    return node, bans
+
+
+FAR = StatusMsg(height=2**63, round=0, step=1, base=1)
+
+
+def test_a_far_future_status_gets_one_probe_and_no_catch_up() -> None:
+    from p2p.messages import BlockRequest, NoBlock
+
+    node, bans = _node_with_syncer()
+    handler = NodePeers(node)
+    peer = _peer(FAR)
+    node.switch.peer_list = [peer]
+    for _ in range(3):
+        asyncio.run(handler.on_message(peer, FAR))
+    assert node.switch.sent == [(peer.node_id, BlockRequest(height=1))]  # one at a time
+    assert node.driver.catch_ups == 0 and node.driver.queued == []
+    asyncio.run(handler.on_message(peer, NoBlock(height=1)))  # it cannot serve its claim
+    asyncio.run(handler.on_message(peer, FAR))
+    assert len(node.switch.sent) == 1 and node.syncer.standing(peer.node_id) == "marked"
+    assert node.driver.catch_ups == 0 and bans == []
+
+
+def test_a_peer_that_serves_our_next_block_with_its_commit_cues_a_catch_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2p.messages import BlockRequest
+    from tests.p2p.sync_fakes import signed_chain
+
+    node, bans = _node_with_syncer()
+    handler = NodePeers(node)
+    one_ahead = StatusMsg(height=1, round=0, step=1, base=1)
+    peer = _peer(one_ahead)
+    node.switch.peer_list = [peer]
+    clock = [50.0]
+    monkeypatch.setattr(gossip.time, "monotonic", lambda: clock[0])
+    asyncio.run(handler.on_message(peer, one_ahead))
+    handler.check_behind()
+    assert node.switch.sent == []  # one block ahead: it may just have decided first
+    clock[0] += gossip.BEHIND_GRACE_S + 0.1
+    handler.check_behind()
+    assert node.switch.sent == [(peer.node_id, BlockRequest(height=1))]
+    assert node.driver.catch_ups == 0
+    asyncio.run(handler.on_message(peer, signed_chain().response(1)))
+    assert node.driver.catch_ups == 1 and bans == []
+    assert node.syncer.standing(peer.node_id) == "backed"
+
+
+def test_a_status_is_ignored_without_a_syncer() -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    asyncio.run(handler.on_message(_peer(FAR), FAR))
+    assert node.switch.sent == [] and node.driver.catch_ups == 0

@@ -145,7 +145,8 @@ def signed_chain() -> SignedChain:
 
 class Replica:
     """The node's side of sync: committed state as a dict of writes and a head; `apply`
-    checks the commit and applies the block as the node does, `SyncRejected` if invalid."""
+    checks the commit and applies the block as the node does, `SyncRejected` if invalid;
+    `verify` checks a probed block's commit as the node does."""
 
     def __init__(self, chain: SignedChain) -> None:
         self.chain = chain
@@ -153,9 +154,22 @@ class Replica:
         self.head = chain.genesis_head
         self.applied: list[int] = []
         self.on_apply: Callable[[int], None] | None = None
+        self.verifiable = True  # False: as a node in the middle of committing a block
 
     def height(self) -> int:
         return self.head.height
+
+    def verify(self, block: Block, commit: Commit) -> bool:
+        """The node's probe check: the commit finalises `block` at our next height."""
+        if not self.verifiable:
+            return False
+        state = State(lambda key: self.writes.get(key) or None)
+        try:
+            validate_commit(CHAIN_ID, state.get_validator_set(), commit, self.head.height + 1,
+                            block_hash(block))
+        except InvalidBlock as exc:
+            raise SyncRejected(str(exc)) from exc
+        return True
 
     async def apply(self, block: Block, raw: bytes, commit: Commit) -> None:
         assert raw == encode(block)
@@ -220,13 +234,15 @@ class FakeNet:
     `send` queues the peer's answer; the answers to all requests one syncer pass
     sends go out together right after it (`call_soon`), in the order the peer's
     `order` gives them, so tests reorder deliveries deterministically. `penalise`
-    disconnects the peer and reports it gone, as the switch's ban does.
+    disconnects the peer and reports it gone, as the switch's ban does. `cue_behind`
+    counts the syncer's calls saying a probe showed we are behind.
     """
 
     def __init__(self) -> None:
         self.peers: dict[bytes, FakePeer] = {}
         self.bans: list[tuple[bytes, str]] = []
         self.delivered: list[tuple[bytes, int]] = []
+        self.behind_cues = 0  # times the syncer said a probe showed we are behind
         self.syncer: BlockSyncer | None = None
 
     def add(self, peer_id: bytes, serve: Serve, height: int, base: int = 1,
@@ -236,6 +252,15 @@ class FakeNet:
         if self.syncer is not None:
             self.syncer.on_status(peer_id, status)
         return peer
+
+    def claim(self, peer_id: bytes, height: int) -> None:
+        """The peer reports a new committed height (a new status)."""
+        peer = self.peers[peer_id]
+        peer.status = replace(peer.status, height=height)
+        self.syncer.on_status(peer_id, peer.status)
+
+    def cue_behind(self) -> None:
+        self.behind_cues += 1
 
     def attach(self, syncer: BlockSyncer) -> BlockSyncer:
         self.syncer = syncer

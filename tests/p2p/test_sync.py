@@ -22,7 +22,16 @@ from chain.store import BlockStore
 from genesis.state import genesis_writes
 from p2p import sync
 from p2p.messages import BlockRequest, BlockResponse, NoBlock, StatusMsg
-from p2p.sync import BlockSyncer, SyncConfig, SyncRejected, check_response, serve_block_request
+from p2p.sync import (
+    BACKED,
+    MARKED,
+    UNPROVEN,
+    BlockSyncer,
+    SyncConfig,
+    SyncRejected,
+    check_response,
+    serve_block_request,
+)
 from tests.p2p.sync_fakes import (
     CHAIN_LENGTH,
     FakeNet,
@@ -51,8 +60,15 @@ def make(chain: SignedChain, config: SyncConfig = DEFAULT_CONFIG, show_progress:
          ) -> tuple[FakeNet, Replica, BlockSyncer]:
     net, replica = FakeNet(), Replica(chain)
     syncer = BlockSyncer(net.send, net.penalise, replica.apply, replica.height, config,
-                         show_progress=show_progress)
+                         show_progress=show_progress, verify=replica.verify,
+                         on_behind=net.cue_behind)
     return net, replica, net.attach(syncer)
+
+
+async def deliveries() -> None:
+    """Let the fake network deliver what peers answered (it answers on the next turns)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def run_sync(syncer: BlockSyncer, settle_s: float = SETTLE_S) -> int:
@@ -230,20 +246,37 @@ def test_no_block_asks_another_peer(chain: SignedChain) -> None:
     assert net.bans == []
 
 
-def test_a_sole_peer_is_asked_again_after_no_block(chain: SignedChain) -> None:
-    refused: set[int] = set()
+def test_a_sole_peer_that_refuses_its_claim_is_marked_until_a_probe_shows_it_serves(
+        chain: SignedChain) -> None:
+    """It used to be asked again every request timeout for as long as it stayed: a peer
+    that claims blocks it does not serve could keep a node in sync (off consensus) forever.
+    Now its claim stops counting, the run ends, and it is asked again only by a probe,
+    which makes it count again once it serves."""
+    ready: list[bool] = []
 
-    def first_refuses(h: int) -> BlockResponse | NoBlock:
-        if h in refused:
-            return chain.response(h)
-        refused.add(h)
-        return NoBlock(height=h)
+    def serves_once_ready(h: int) -> BlockResponse | NoBlock:
+        return chain.response(h) if ready else NoBlock(height=h)
 
-    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=0.05))
-    flaky = net.add(A, first_refuses, 10)
+    config = SyncConfig(request_timeout_s=0.05)
+    net, replica, syncer = make(chain, config)
+    flaky = net.add(A, serves_once_ready, 10)
+    assert run_sync(syncer) == 0
+    assert flaky.asked == list(range(1, config.max_per_peer + 1))  # the first batch only
+    assert syncer.standing(A) == MARKED and not syncer.is_behind(margin=0)
+    ready.append(True)
+
+    async def probe_later() -> None:
+        assert not syncer.probe(A)  # marked a moment ago
+        await asyncio.sleep(config.request_timeout_s * 1.5)
+        assert syncer.probe(A)
+        await deliveries()
+
+    asyncio.run(probe_later())
+    assert (net.behind_cues, syncer.standing(A), syncer.is_behind()) == (1, BACKED, True)
     assert run_sync(syncer) == 10
     assert_synced_to(replica, chain, 10)
-    assert sorted(flaky.asked) == sorted(list(range(1, 11)) * 2)
+    # The first batch, the probe for 1, then the rest (the probed block 1 was kept).
+    assert flaky.asked == [*range(1, 9), 1, *range(2, 11)]
 
 
 def test_peer_gone_hands_its_requests_to_others(chain: SignedChain) -> None:
@@ -397,3 +430,203 @@ def test_status_messages_from_any_peer_are_kept(chain: SignedChain) -> None:
     assert syncer.target_height == 3
     syncer.on_peer_gone(A)
     assert syncer.target_height == 0
+
+
+# --- claims: backed, marked, unproven ---------------------------------------------------------
+
+
+def test_a_liar_holds_a_run_one_timeout_and_stays_marked_across_runs(chain: SignedChain) -> None:
+    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=0.1))
+    net.add(B, honest(chain), 30)
+    liar = net.add(A, silent, 10**9)  # the lowest id: asked first
+    assert syncer.is_behind(margin=10**8)  # nobody is backed yet: unproven claims count
+    assert run_sync(syncer) == 30
+    assert (syncer.standing(A), syncer.standing(B)) == (MARKED, BACKED)
+    assert (syncer.target_height, syncer.is_behind(margin=0)) == (30, False)
+    asked = list(liar.asked)
+    assert asked
+
+    asyncio.run(_disconnect_and_back(net, A))  # a new link, the same node id
+    assert syncer.standing(A) == MARKED and syncer.target_height == 30
+    net.claim(B, 60)
+    assert run_sync(syncer) == 30
+    assert_synced_to(replica, chain, 60)
+    assert liar.asked == asked and net.bans == []
+
+
+async def _disconnect_and_back(net: FakeNet, peer_id: bytes) -> None:
+    net.disconnect(peer_id)
+    await deliveries()
+    peer = net.peers[peer_id]
+    peer.connected = True
+    net.syncer.on_status(peer_id, peer.status)
+
+
+def test_an_unproven_claim_does_not_count_beside_a_backed_peer(chain: SignedChain) -> None:
+    net, _, syncer = make(chain)
+    net.add(B, honest(chain), 20)
+    assert run_sync(syncer) == 20
+    net.add(C, silent, 10**9)
+    assert syncer.standing(C) == UNPROVEN
+    assert (syncer.target_height, syncer.is_behind(margin=0)) == (20, False)
+    assert run_sync(syncer) == 0 and net.peers[C].asked == []
+
+
+def test_a_busy_peer_that_loses_one_request_keeps_its_standing(chain: SignedChain) -> None:
+    lost: list[int] = []
+
+    def loses_5_once(h: int) -> BlockResponse | None:
+        if h == 5 and not lost:
+            lost.append(h)
+            return None
+        return chain.response(h)
+
+    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=0.1))
+    busy = net.add(A, loses_5_once, 30)
+    assert run_sync(syncer) == 30
+    assert_synced_to(replica, chain, 30)
+    assert busy.asked.count(5) == 2 and syncer.standing(A) == BACKED
+
+
+def test_a_backed_peer_that_stops_serving_its_claim_is_marked(chain: SignedChain) -> None:
+    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=0.05))
+    net.add(A, lambda h: chain.response(h) if h <= 20 else None, 10**6)  # serves 20, claims more
+    assert run_sync(syncer) == 20
+    assert_synced_to(replica, chain, 20)
+    assert syncer.standing(A) == MARKED and not syncer.is_behind(margin=0)
+    assert net.bans == []
+
+
+def test_records_are_bounded(chain: SignedChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "MAX_RECORDS", 2)
+    net, _, syncer = make(chain)
+    for peer in (A, B, C):
+        net.add(peer, no_block, 5)
+
+    async def probe_all() -> None:
+        for peer in (A, B, C):
+            assert syncer.probe(peer)
+            await deliveries()
+
+    asyncio.run(probe_all())
+    assert [syncer.standing(p) for p in (A, B, C)] == [UNPROVEN, MARKED, MARKED]
+
+
+@settings(max_examples=8, deadline=None)
+@given(honest_heights=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+       liars=st.lists(st.sampled_from(["silent", "no_block"]), min_size=1, max_size=2),
+       claims=st.lists(st.integers(41, 2**64 - 1), min_size=2, max_size=2))
+def test_any_liars_beside_honest_peers_end_marked_and_the_run_at_the_honest_head(
+        honest_heights: list[int], liars: list[str], claims: list[int]) -> None:
+    chain = signed_chain()
+    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=0.05))
+    liar_ids = [bytes([0x10 + i]) * 32 for i in range(len(liars))]
+    for peer_id, kind, claim in zip(liar_ids, liars, claims, strict=False):
+        net.add(peer_id, silent if kind == "silent" else no_block, claim)
+    for i, height in enumerate(honest_heights):
+        net.add(bytes([0x20 + i]) * 32, honest(chain), height)
+    assert run_sync(syncer) == max(honest_heights)
+    assert_synced_to(replica, chain, max(honest_heights))
+    assert all(syncer.standing(p) == MARKED for p in liar_ids if net.peers[p].asked)
+    assert not syncer.is_behind(margin=0) and net.bans == []
+    # Once the liars are marked (asked in a run or by a probe), the next run asks none.
+    asyncio.run(_probe_each(syncer, liar_ids, wait_s=0.06))
+    asked = [list(net.peers[p].asked) for p in liar_ids]
+    assert all(syncer.standing(p) == MARKED for p in liar_ids)
+    assert run_sync(syncer) == 0
+    assert [net.peers[p].asked for p in liar_ids] == asked
+
+
+async def _probe_each(syncer: BlockSyncer, peers: list[bytes], wait_s: float) -> None:
+    for peer in peers:
+        syncer.probe(peer)
+    await asyncio.sleep(wait_s)
+    await deliveries()
+    syncer.expire_probes()
+
+
+# --- probes: asking one peer while consensus runs ---------------------------------------------
+
+
+def test_a_far_future_claim_is_probed_without_a_run_and_marked_unserved(
+        chain: SignedChain) -> None:
+    config = SyncConfig(request_timeout_s=0.05)
+    net, replica, syncer = make(chain, config)
+    net.add(B, honest(chain), 10)
+    assert run_sync(syncer) == 10  # up to date, B backed
+    liar = net.add(A, silent, 2**63)
+    assert not syncer.is_behind(margin=0)
+
+    async def go() -> None:
+        assert syncer.probe(A) and not syncer.probe(A)  # one probe in flight per peer
+        syncer.expire_probes()
+        assert syncer.standing(A) == UNPROVEN  # not yet due
+        await asyncio.sleep(config.request_timeout_s * 1.5)
+        syncer.expire_probes()
+
+    asyncio.run(go())
+    assert liar.asked == [11] and syncer.standing(A) == MARKED
+    assert net.behind_cues == 0 and not syncer.syncing and replica.applied == list(range(1, 11))
+
+
+def test_a_probe_served_with_a_verified_commit_cues_catch_up(chain: SignedChain) -> None:
+    net, replica, syncer = make(chain)
+    ahead = net.add(B, honest(chain), 20)
+
+    async def go() -> None:
+        assert syncer.probe(B)
+        await deliveries()
+
+    asyncio.run(go())
+    assert (net.behind_cues, syncer.standing(B), ahead.asked) == (1, BACKED, [1])
+    assert replica.applied == []  # the probe applies nothing: the run does
+    assert run_sync(syncer) == 20
+    assert_synced_to(replica, chain, 20)
+    assert ahead.asked.count(1) == 1  # the probed block was kept for the run
+
+
+def test_a_probe_served_with_a_forged_commit_penalises(chain: SignedChain) -> None:
+    net, _, syncer = make(chain)
+    net.add(A, forging(chain), 20)
+
+    async def go() -> None:
+        assert syncer.probe(A)
+        await deliveries()
+
+    asyncio.run(go())
+    assert net.behind_cues == 0 and [p for p, _ in net.bans] == [A]
+    assert "probe" in net.bans[0][1] and "does not verify" in net.bans[0][1]
+    assert syncer.target_height == 0
+
+
+@pytest.mark.parametrize("case", ["cannot check now", "we moved on", "no block"])
+def test_a_probe_answer_that_shows_nothing_cues_nothing(chain: SignedChain, case: str) -> None:
+    net, replica, syncer = make(chain)
+    net.add(B, no_block if case == "no block" else honest(chain), 20)
+    replica.verifiable = case != "cannot check now"
+
+    async def go() -> None:
+        assert syncer.probe(B)
+        if case == "we moved on":  # consensus committed block 1 while the probe was out
+            await replica.apply(chain.blocks[0], chain.raws[0], chain.commits[0])
+        await deliveries()
+
+    asyncio.run(go())
+    assert net.behind_cues == 0 and net.bans == []
+    assert syncer.standing(B) == (MARKED if case == "no block" else UNPROVEN)
+
+
+def test_no_probe_outside_a_claim_or_during_a_run(chain: SignedChain) -> None:
+    net, replica, syncer = make(chain)
+    net.add(A, honest(chain), 0)
+    net.add(B, honest(chain), 30, base=5)
+    during: list[bool] = []
+
+    async def go() -> None:
+        assert not syncer.probe(A) and not syncer.probe(B) and not syncer.probe(C)
+        net.add(C, honest(chain), 30)
+        replica.on_apply = lambda h: during.append(syncer.probe(C))
+        await syncer.sync_until_caught_up(SETTLE_S)
+
+    asyncio.run(go())
+    assert during and not any(during)
