@@ -649,7 +649,7 @@ def _run(cluster: Cluster, scenario: Scenario, seed: int, report: Report,
                  lambda: _check_load(load, acks))
     report.figures.update(
         heights=f"{first}..{result.height if result else '?'}",
-        txs_accepted=len(load.accepted), txs_acknowledged=len(acks.committed),
+        txs_accepted=len(set(load.accepted)), txs_acknowledged=len(acks.committed),
         bank_txs_in_chain=result.bank_txs if result else None,
         benign_rejections=len(load.rejections))
 
