@@ -26,9 +26,12 @@ syncer remembers, per peer id and across runs, what the peer's serving showed:
 Claims count (for `is_behind`, `target_height` and the end of a run) only from
 backed peers, or, while no connected peer is backed (a node that just started),
 from unproven ones; a marked peer's claim never counts and it is not asked in a
-run. A run is therefore caught up once it has every block the serving peers
-claim, and a peer that claims heights it cannot serve holds a run for a request
-timeout or two at most (two if it served real blocks first), and then no more.
+run. A run asks backed peers, unproven ones only for heights no backed peer
+claims, and hands a height in flight at an unproven peer to a backed one as soon
+as there is one. A run is therefore caught up once it has every block the serving
+peers claim; a peer that claims heights it cannot serve holds a run only while no
+peer has served it anything yet (a node that just started), or, if it served real
+blocks first, for a request timeout or two; and then no more.
 
 Outside a run nothing stops: `probe` asks a peer that claims to be ahead for our
 next block, and only when it serves that block with a commit the node's `verify`
@@ -300,7 +303,9 @@ class BlockSyncer:
 
     def _on_probe_response(self, peer_id: bytes, response: BlockResponse) -> None:
         """A block answering our probe: if it is our next block and its commit verifies,
-        the peer is backed, the block is kept for the run, and we are behind."""
+        the peer is backed, the block is kept for the run, and we are behind. During a
+        run (which a probe sent before it may answer into) the block is kept as any the
+        run fetched: the run checks it when it applies it."""
         probe = self._probes.get(peer_id)
         height = response.commit.height
         if probe is None or probe.height != height:
@@ -310,17 +315,21 @@ class BlockSyncer:
             return  # we have it by now: the answer shows nothing about being behind
         try:
             block = check_response(height, response)
-            if self._verify is not None and not self._verify(block, response.commit):
+            if not self.syncing and self._verify is not None and (
+                    not self._verify(block, response.commit)):
                 return  # cannot be checked right now; the next status probes again
         except SyncRejected as exc:
             self._reject(peer_id, f"probe: {exc}")
             return
         self._note(peer_id, served=True, now=time.monotonic())
-        self._fetched[height] = _Fetched(peer_id, block, response.block, response.commit)
-        log.info("peer=%s served block %d with a commit: catching up", peer_id.hex()[:16],
-                 height)
-        if self._on_behind is not None:
-            self._on_behind()
+        self._fetched.setdefault(height, _Fetched(peer_id, block, response.block,
+                                                  response.commit))
+        self._wake.set()
+        if not self.syncing:
+            log.info("peer=%s served block %d with a commit: catching up",
+                     peer_id.hex()[:16], height)
+            if self._on_behind is not None:
+                self._on_behind()
 
     # --- what serving showed -----------------------------------------------------------
 
@@ -357,7 +366,6 @@ class BlockSyncer:
         """
         assert not self.syncing, "sync_until_caught_up is already running"
         self.syncing = True
-        self._probes.clear()  # the run asks for itself; late probe answers are ignored
         self._wake = asyncio.Event()  # of this run's event loop
         progress = _Progress(self.show_progress, self._our_height(), self.target_height,
                              len(self._peers))
@@ -405,39 +413,52 @@ class BlockSyncer:
         return True
 
     def _schedule(self, now: float) -> None:
-        """Request every height of the window that is neither in flight nor fetched."""
+        """Request every height of the window that is neither in flight nor fetched; a
+        height in flight at an unproven peer goes to a backed one as soon as one can take
+        it (the unproven peer's late answer is then ignored)."""
         first = self._our_height() + 1
         last = min(first + self.config.window - 1, self.target_height)
         load = Counter(r.peer for r in self._pending.values())
         for height in range(first, last + 1):
-            if height in self._pending or height in self._fetched:
+            held = self._pending.get(height)
+            if height in self._fetched or (held is not None and not self._may_take_over(held)):
                 continue
-            peer = self._request(height, load, now)
-            if peer is not None:
-                self._pending[height] = _Request(peer, now,
-                                                 now + self.config.request_timeout_s)
-                load[peer] += 1
+            peer = self._request(height, load, now, backed_only=held is not None)
+            if peer is None:
+                continue
+            if held is not None:
+                load[held.peer] -= 1
+            self._pending[height] = _Request(peer, now, now + self.config.request_timeout_s)
+            load[peer] += 1
 
-    def _request(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
-        """Send a request for `height` to the least loaded peer that serves it; who got it."""
+    def _may_take_over(self, held: _Request) -> bool:
+        """Whether a backed peer should take a height over from the unproven one holding it."""
+        return self.standing(held.peer) == UNPROVEN and any(
+            self.standing(p) == BACKED for p in self._peers)
+
+    def _request(self, height: int, load: Counter[bytes], now: float,
+                 backed_only: bool = False) -> bytes | None:
+        """Send a request for `height` to the peer `_pick_peer` names; who got it."""
         while (peer := self._pick_peer(height, load, now)) is not None:
+            if backed_only and self.standing(peer) != BACKED:
+                return None
             if self._send(peer, BlockRequest(height=height)):
                 return peer
             self._mark_failed(height, peer, now)  # not connected (or its queue is full)
         return None
 
     def _pick_peer(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
-        """The least loaded unmarked peer that claims `height`, has room, and has not just
-        failed it; ties go round in id order, so the load spreads and the choice is
+        """The least loaded peer that claims `height`, has room and has not just failed it:
+        a backed one; an unproven one only if no backed peer claims the height; never a
+        marked one. Ties go round in id order, so the load spreads and the choice is
         reproducible."""
+        claim = [p for p, s in self._peers.items() if s.base <= height <= s.height]
+        backed = [p for p in claim if self.standing(p) == BACKED]
+        pool = backed or [p for p in claim if self.standing(p) == UNPROVEN]
         failed = self._failed.get(height, {})
         retry_after = self.config.request_timeout_s
-        candidates = [
-            peer for peer, s in self._peers.items()
-            if s.base <= height <= s.height and load[peer] < self.config.max_per_peer
-            and now - failed.get(peer, -retry_after) >= retry_after
-            and self.standing(peer) != MARKED
-        ]
+        candidates = [p for p in pool if load[p] < self.config.max_per_peer
+                      and now - failed.get(p, -retry_after) >= retry_after]
         if not candidates:
             return None
         least = min(load[p] for p in candidates)
