@@ -29,6 +29,7 @@ from chain.records import (
     CreateValidator,
     Delegate,
     DeregisterProvider,
+    DuplicateVoteEvidence,
     EditValidator,
     IssueStable,
     LicenceTransfer,
@@ -53,15 +54,32 @@ from chain.records import (
 from chain.signing import sender_address
 from chain.state import State
 from chain.types import UINT64_MAX
-from consensus.evidence import CommittedEvidence, Offence, committed_evidence
+from consensus.errors import InvalidEvidence
+from consensus.evidence import (
+    CommittedEvidence,
+    Offence,
+    committed_evidence,
+    evidence_committed_at,
+    evidence_hash,
+    offence_of,
+)
 from consensus.transition import spendable_gpu
 from consensus.validators import validator_set_at
 from node.api_compute import ComputeApi
 from node.api_economy import NO_STAKING, EconomyApi
-from node.rpc.errors import InvalidParams, NotFound, TxRejected
+from node.rpc.errors import InvalidParams, LimitExceeded, NotFound, ServerError, TxRejected
 from node.rpc.server import RpcLimits, RpcServer
+from p2p.messages import EvidenceMsg
 
 MAX_TX_HEX_CHARS = 2 * 64 * 1024 + 2
+MAX_EVIDENCE_HEX_CHARS = 2 * 4096 + 2
+
+
+class EvidenceRejected(ServerError):
+    """-32002: submitted evidence breaks an evidence rule; `data.reason` is the rule's words."""
+
+    code = -32002
+    default_message = "evidence rejected"
 
 
 def build_rpc(node, limits: RpcLimits) -> RpcServer:
@@ -107,6 +125,7 @@ class NodeApi:
             "gannet_getCommit": self.get_commit,
             "gannet_getValidators": self.get_validators,
             "gannet_getEvidence": self.get_evidence,
+            "gannet_submitEvidence": self.submit_evidence,
             "gannet_netInfo": self.net_info,
             **self.economy.methods(),
             **ComputeApi(self.node).methods(),
@@ -262,6 +281,61 @@ class NodeApi:
             "pending": len(self.node.evidence),
             "committed": [offence_json(offence, entry) for offence, entry in committed],
         }
+
+    def submit_evidence(self, evidence_hex: str) -> dict[str, Any]:
+        """Check hex-encoded `DuplicateVoteEvidence` against the committed state, pool it
+        for a block and gossip it; its hash and "added" (new) or "pending" (known).
+
+        Evidence that breaks a rule is `EvidenceRejected` naming the rule; evidence
+        of an offence already in the chain is rejected too, with the height that
+        committed it.
+        """
+        data = _bytes_param(evidence_hex, "evidence", MAX_EVIDENCE_HEX_CHARS)
+        try:
+            evidence = decode(DuplicateVoteEvidence, data)
+        except ChainError as exc:
+            raise InvalidParams(f"not an encoded DuplicateVoteEvidence: {exc}") from exc
+        node = self.node
+        height, head = evidence.vote_a.vote.height, node.head.height
+        if height > head + 1:
+            reason = (f"evidence height {height} is ahead of the chain: the head is {head}, "
+                      f"so evidence may be of height {head + 1} at most")
+            raise EvidenceRejected(f"invalid evidence: {reason}", data={"reason": reason})
+        try:
+            added = node.add_evidence(evidence)
+        except InvalidEvidence as exc:
+            raise EvidenceRejected(self._evidence_reason(exc.reason),
+                                   data={"reason": exc.reason}) from exc
+        result = {"hash": _hex(evidence_hash(evidence)), "status": "added"}
+        if added:
+            if node.switch is not None:
+                node.switch.broadcast(EvidenceMsg(evidence=evidence))
+            return result
+        self._check_not_added(evidence)
+        return {**result, "status": "pending"}
+
+    def _evidence_reason(self, reason: str) -> str:
+        """The rejection message: the rule broken; a signature failure names our chain,
+        since votes signed for another chain (or by another key) fail just so."""
+        if reason.endswith("signature does not verify"):
+            reason += (f" for chain {self.node.chain_id} with the validator's key "
+                       "(signed for another chain, or by another key)")
+        return f"invalid evidence: {reason}"
+
+    def _check_not_added(self, evidence: DuplicateVoteEvidence) -> None:
+        """Why the pool did not take valid evidence: committed (rejected), pool full
+        (limit) or already pending (fine: return normally)."""
+        node = self.node
+        offence = offence_of(evidence)
+        committed = evidence_committed_at(State(node.store.get_state), offence)
+        if committed is not None:
+            reason = f"offence already committed at height {committed}"
+            raise EvidenceRejected(f"invalid evidence: {reason}", data={"reason": reason})
+        pool = node.evidence
+        if len(pool) >= pool.max_pending:
+            pending = pool.pending(pool.max_pending, node.head.height + 2)
+            if offence not in {offence_of(piece) for piece in pending}:
+                raise LimitExceeded(f"evidence pool is full ({len(pool)} pieces pending)")
 
     def net_info(self) -> dict[str, Any]:
         """This node's p2p identity and its connected peers."""

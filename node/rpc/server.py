@@ -310,7 +310,9 @@ def _runs(payload: list[Any]) -> list[list[Any]]:
 
 
 def _is_concurrent(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("method") in CONCURRENT_METHODS
+    """A batch entry naming a concurrent method (any other `method`, even unhashable, is not)."""
+    method = item.get("method") if isinstance(item, dict) else None
+    return isinstance(method, str) and method in CONCURRENT_METHODS
 
 
 # --- HTTP -------------------------------------------------------------------
