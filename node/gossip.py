@@ -13,6 +13,11 @@ than BEHIND_GRACE_S) gets that peer probed for our next block (`BlockSyncer.prob
 while consensus goes on; only a block served with a commit that verifies stops
 consensus for a catch-up (see p2p/sync.py), so a peer that claims heights it
 cannot serve never keeps a validator from voting.
+
+A message lost on a link is not lost for good: every CATCH_UP_TICK_S the node tells
+its peers its round and step when they changed, and sends each peer that has sat in
+one step of our height for LAG_S what that step still lacks (`catch_up_items`),
+directly, each item at most once per RESEND_S (`catch_up_peers`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,18 @@ from typing import Any
 
 from chain.codec import decode
 from chain.errors import DecodeError, InvalidTxSignature, MempoolError
-from chain.records import Block, SignedProposal, SignedVote, ValidatorSet, block_hash
+from chain.records import (
+    STEP_PREVOTE,
+    STEP_PROPOSE,
+    VOTE_PREVOTE,
+    Block,
+    SignedProposal,
+    SignedVote,
+    ValidatorSet,
+    block_hash,
+)
 from chain.signing import verify_proposal_signature, verify_vote_signature
+from consensus.commit import precommit_for
 from consensus.errors import InvalidEvidence
 from node.consensus import PeerProposal, PeerVote
 from p2p.errors import Misbehaviour
@@ -49,6 +64,24 @@ from p2p.sync import serve_block_request
 log = logging.getLogger("gannet.gossip")
 BEHIND_GRACE_S = 1.0
 STUCK_S = 2.0
+CATCH_UP_TICK_S = 0.1  # how often peers' needs are looked at (and our status announced)
+LAG_S = 0.15  # a peer lacks an item once both it sat in its step and we held the item this long
+RESEND_S = 0.3  # an item goes to one peer at most once per this (plus its bytes' share below)
+CATCH_UP_BYTES_PER_S = 8 << 20  # a proposal is resent no faster than this rate allows
+MAX_CATCH_UP_VOTES = 64  # votes per peer per tick
+
+CatchUpItem = ProposalMsg | SignedVote
+
+
+class PeerCatchUp:
+    """What we know of one peer's needs: its step since when, what it sent us, what
+    we sent it and when."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int, int] | None = None
+        self.since = 0.0
+        self.has: set[Any] = set()
+        self.sent: dict[Any, float] = {}
 
 
 class NodePeers:
@@ -61,6 +94,11 @@ class NodePeers:
         self._proposers: Any = None
         self._ahead_since: dict[bytes, float] = {}
         self._stuck_since: dict[bytes, tuple[tuple[int, int, int] | None, float]] = {}
+        self._catch_up: dict[bytes, PeerCatchUp] = {}
+        self._held: dict[Any, float] = {}
+        self._announced: tuple[int, int, int] | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._commit_votes: tuple[int, tuple[SignedVote, ...]] = (-1, ())
 
     # --- PeerHandler ----------------------------------------------------------------
 
@@ -91,9 +129,12 @@ class NodePeers:
         """Bring a new peer up to date with the current round."""
         for message in round_messages(self.node):
             self.node.switch.send(peer.node_id, message)
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(CATCH_UP_TICK_S, self._tick)
 
     def on_disconnected(self, peer: PeerInfo) -> None:
         self._ahead_since.pop(peer.node_id, None)
+        self._catch_up.pop(peer.node_id, None)
         self._stuck_since.pop(peer.node_id, None)
         if self.node.syncer is not None:
             self.node.syncer.on_peer_gone(peer.node_id)
@@ -113,6 +154,7 @@ class NodePeers:
         checked = vote.height == self.node.head.height + 1
         if checked:
             self._check_vote(message.vote)
+            self._peer_has(peer.node_id, message.vote)
         if relay and checked:
             self._relay(peer, message)
         if self.node.driver is not None:
@@ -131,6 +173,7 @@ class NodePeers:
         checked = proposal.height == self.node.head.height + 1
         if checked:
             self._check_proposal(message.proposal, block)
+            self._peer_has(peer.node_id, message.proposal)
         if relay and checked:
             self._relay(peer, message)
         if self.node.driver is not None:
@@ -138,11 +181,100 @@ class NodePeers:
                                                  block=block, raw=message.block))
 
     def _on_round_state(self, peer: PeerInfo, message: RoundStateMsg) -> None:
-        """A peer's round, sent because we looked stuck: take each part, relay nothing."""
+        """A peer's round, sent because we looked stuck or lacking: take each part we do
+        not hold yet (in our round snapshot), relay nothing."""
+        snapshot = self.node.driver.snapshot if self.node.driver is not None else None
+        held: set[Any] = set()
+        if snapshot is not None and snapshot.height == self.node.head.height + 1:
+            held.update(snapshot.votes)
+            if snapshot.proposal is not None:
+                held.add(snapshot.proposal.proposal)
         for proposal in message.proposals:
-            self._on_proposal(peer, proposal, relay=False)
+            if proposal.proposal not in held:
+                self._on_proposal(peer, proposal, relay=False)
         for vote in message.votes:
-            self._on_vote(peer, VoteMsg(vote=vote), relay=False)
+            if vote not in held:
+                self._on_vote(peer, VoteMsg(vote=vote), relay=False)
+
+    def _peer_has(self, peer_id: bytes, item: Any) -> None:
+        """`peer_id` sent us `item`: it need not get it back."""
+        state = self._catch_up.get(peer_id)
+        if state is not None:
+            state.has.add(item)
+
+    # --- catch-up of peers that lack part of our round -------------------------------------
+
+    def _tick(self) -> None:
+        """Timer: catch peers up, then run again while any peer is connected."""
+        self._ticker = None
+        try:
+            self.catch_up_peers(time.monotonic())
+        except Exception:  # a bug here must not stop the timer for good
+            log.exception("round catch-up failed")
+        if self.node.switch is not None and self.node.switch.peers():
+            self._ticker = asyncio.get_running_loop().call_later(CATCH_UP_TICK_S, self._tick)
+
+    def catch_up_peers(self, now: float) -> None:
+        """Announce our status if it changed; send each lagging peer what it lacks.
+
+        A peer lacks an item of `catch_up_items` for its status when its status has
+        not changed for LAG_S, we have held the item for LAG_S (its gossip had its
+        chance), it did not send us the item, and we did not send it the item in the
+        last `resend_interval_s`. At most one proposal and MAX_CATCH_UP_VOTES votes go
+        to a peer per tick, in one RoundStateMsg.
+        """
+        node = self.node
+        status = local_status(node)
+        key = (status.height, status.round, status.step)
+        if key != self._announced:
+            node.switch.broadcast(status)
+            self._announced = key
+        if self._commit_votes[0] != node.head.height:
+            self._commit_votes = (node.head.height, last_commit_votes(node))
+        commit_votes = self._commit_votes[1]
+        snapshot = node.driver.snapshot if node.driver is not None else None
+        current: list[Any] = list(commit_votes)
+        if snapshot is not None and snapshot.height == node.head.height + 1:
+            current.extend(snapshot.votes)
+            if snapshot.proposal is not None:
+                current.append(snapshot.proposal.proposal)
+        self._held = {item: self._held.get(item, now) for item in current}
+        for peer in sorted(node.switch.peers(), key=lambda p: p.node_id):
+            if peer.status is None:
+                continue
+            state = self._catch_up.setdefault(peer.node_id, PeerCatchUp())
+            items = catch_up_items(peer.status, node.head.height, snapshot, commit_votes)
+            message = self._lacking(state, peer.status, items, now)
+            if message is not None and node.switch.send(peer.node_id, message):
+                for item in (*message.proposals, *message.votes):
+                    state.sent[_item_key(item)] = now
+
+    def _lacking(self, state: PeerCatchUp, status: StatusMsg, items: list[CatchUpItem],
+                 now: float) -> RoundStateMsg | None:
+        """The items of `items` this peer lacks now (see `catch_up_peers`), or None."""
+        key = (status.height, status.round, status.step)
+        if key != state.key:
+            state.key, state.since = key, now
+        keys = {_item_key(item) for item in items}
+        state.has &= keys
+        state.sent = {k: t for k, t in state.sent.items() if k in keys}
+        if now - state.since < LAG_S:
+            return None
+        proposals: list[ProposalMsg] = []
+        votes: list[SignedVote] = []
+        for item in items:
+            k = _item_key(item)
+            if k in state.has or now - self._held.get(k, now) < LAG_S:
+                continue
+            if now - state.sent.get(k, now - 1e9) < resend_interval_s(item):
+                continue
+            if isinstance(item, ProposalMsg):
+                proposals = [item]
+            elif len(votes) < MAX_CATCH_UP_VOTES:
+                votes.append(item)
+        if not proposals and not votes:
+            return None
+        return RoundStateMsg(proposals=tuple(proposals), votes=tuple(votes))
 
     def help_stuck_peers(self) -> None:
         """Send our round directly to peers whose consensus status has not moved lately.
@@ -289,6 +421,57 @@ def round_state(node: Any) -> RoundStateMsg | None:
         return None
     proposals = () if snapshot.proposal is None else (snapshot.proposal,)
     return RoundStateMsg(proposals=proposals, votes=snapshot.votes[:MAX_ROUND_STATE_VOTES])
+
+
+def catch_up_items(status: StatusMsg, head_height: int, snapshot: Any,
+                   commit_votes: tuple[SignedVote, ...]) -> list[CatchUpItem]:
+    """What a peer in `status` may lack of what we hold, by the rule:
+
+    - a peer a height behind us lacks our last block's precommits (`commit_votes`);
+    - a peer at our height in round r lacks our proposal if it is r's and the peer
+      is still in its propose step; it lacks our votes of rounds after r, and those
+      of r that its step waits for (prevotes until it precommitted, precommits always).
+    Peers elsewhere (ahead, or further behind: block sync's job) lack nothing we send.
+    """
+    if status.height + 1 == head_height:
+        return list(commit_votes)
+    if (status.height != head_height or snapshot is None
+            or snapshot.height != head_height + 1):
+        return []
+    items: list[CatchUpItem] = []
+    proposal = snapshot.proposal
+    if (proposal is not None and proposal.proposal.proposal.round == status.round
+            and status.step == STEP_PROPOSE):
+        items.append(proposal)
+    for vote in snapshot.votes:
+        later = vote.vote.round > status.round
+        waited = vote.vote.round == status.round and (
+            vote.vote.vote_type != VOTE_PREVOTE or status.step <= STEP_PREVOTE)
+        if later or waited:
+            items.append(vote)
+    return items
+
+
+def last_commit_votes(node: Any) -> tuple[SignedVote, ...]:
+    """The precommits of our last block's commit, as the votes they are."""
+    store = getattr(node, "store", None)
+    commit = store.get_commit(node.head.height) if store is not None and node.head.height else None
+    if commit is None:
+        return ()
+    return tuple(SignedVote(vote=precommit_for(commit, sig.validator), signature=sig.signature)
+                 for sig in commit.signatures)
+
+
+def resend_interval_s(item: CatchUpItem) -> float:
+    """RESEND_S, plus a proposal's share of CATCH_UP_BYTES_PER_S (big blocks go rarely)."""
+    if isinstance(item, ProposalMsg):
+        return RESEND_S + len(item.block) / CATCH_UP_BYTES_PER_S
+    return RESEND_S
+
+
+def _item_key(item: CatchUpItem) -> Any:
+    """A proposal is known by its signed proposal (hashing the block bytes is no help)."""
+    return item.proposal if isinstance(item, ProposalMsg) else item
 
 
 def regossip(node: Any) -> None:

@@ -27,8 +27,8 @@ VSET = ValidatorSet(validators=(Validator(address=ADDRESS, public_key=KEY.public
                                           power=10, operator=ADDRESS),))
 
 
-def _vote(height: int) -> Any:
-    return sign_vote(KEY, CHAIN, Vote(vote_type=VOTE_PREVOTE, height=height, round=0,
+def _vote(height: int, round_: int = 0) -> Any:
+    return sign_vote(KEY, CHAIN, Vote(vote_type=VOTE_PREVOTE, height=height, round=round_,
                                       block_hash=b"", validator=ADDRESS))
 
 
@@ -133,7 +133,7 @@ def test_round_state_votes_are_checked_and_queued_without_relay() -> None:
     node = FakeNode(head=5)
     handler = NodePeers(node)
     peer = _peer(None)
-    good = _vote(6)
+    good = _vote(6, round_=1)  # one we do not hold yet
     asyncio.run(handler.on_message(peer, RoundStateMsg(proposals=(), votes=(good,))))
     assert node.driver.queued == [PeerVote(peer=peer.node_id, vote=good)]
     assert node.switch.broadcasts == []
@@ -282,3 +282,113 @@ def test_a_status_is_ignored_without_a_syncer() -> None:
     handler = NodePeers(node)
     asyncio.run(handler.on_message(_peer(FAR), FAR))
     assert node.switch.sent == [] and node.driver.catch_ups == 0
+
+
+# --- catch-up: a lagging peer gets what its step lacks, promptly and boundedly -----------------
+
+
+def _precommit(height: int, round_: int = 0) -> Any:
+    from chain.records import VOTE_PRECOMMIT
+
+    return sign_vote(KEY, CHAIN, Vote(vote_type=VOTE_PRECOMMIT, height=height, round=round_,
+                                      block_hash=b"", validator=ADDRESS))
+
+
+def _proposal_msg(height: int, round_: int = 0) -> Any:
+    from chain.records import NO_POL_ROUND, Proposal, block_hash
+    from chain.signing import sign_proposal
+    from p2p.messages import ProposalMsg
+    from tests.consensus.sim import make_block
+
+    block = make_block(height, round_, ADDRESS, bytes(32), chain_id=CHAIN)
+    signed = sign_proposal(KEY, CHAIN, Proposal(height=height, round=round_,
+                                                pol_round=NO_POL_ROUND,
+                                                block_hash=block_hash(block), proposer=ADDRESS))
+    return ProposalMsg(proposal=signed, block=encode(block))
+
+
+def _snapshot(height: int, round_: int, votes: tuple[Any, ...], proposal: Any) -> RoundSnapshot:
+    return RoundSnapshot(height=height, round=round_, step=3, proposal=proposal, votes=votes)
+
+
+def test_catch_up_items_follow_the_peers_round_and_step() -> None:
+    proposal = _proposal_msg(6, round_=1)
+    votes = (_vote(6, 0), _precommit(6, 0), _vote(6, 1), _precommit(6, 1))
+    snap = _snapshot(6, 1, votes, proposal)
+    commit = (_precommit(5),)
+
+    def items(height: int, round_: int, step: int) -> list[Any]:
+        status = StatusMsg(height=height, round=round_, step=step, base=1)
+        return gossip.catch_up_items(status, 5, snap, commit)
+
+    # same round, still proposing: the proposal and every vote of the round
+    assert items(5, 1, 1) == [proposal, _vote(6, 1), _precommit(6, 1)]
+    # prevoted: no proposal; precommitted: no prevotes of its round either
+    assert items(5, 1, 2) == [_vote(6, 1), _precommit(6, 1)]
+    assert items(5, 1, 3) == [_precommit(6, 1)]
+    # an earlier round: its waited-for votes and all of the later round, not our proposal
+    assert items(5, 0, 3) == [_precommit(6, 0), _vote(6, 1), _precommit(6, 1)]
+    assert items(5, 2, 1) == []  # ahead in rounds
+    assert items(4, 0, 3) == list(commit)  # a height behind: our last block's precommits
+    assert items(3, 0, 3) == [] and items(6, 0, 1) == []  # block sync's job / ahead
+
+
+def _catch_up_node() -> tuple[FakeNode, PeerInfo]:
+    node = FakeNode(head=5)
+    node.engine.round, node.engine.step = 0, 2  # type: ignore[attr-defined]
+    node.driver.snapshot = _snapshot(6, 0, (_vote(6), _precommit(6)), None)
+    peer = _peer(StatusMsg(height=5, round=0, step=2, base=1))
+    node.switch.peer_list = [peer]
+    return node, peer
+
+
+def test_a_lagging_peer_gets_what_it_lacks_after_lag_and_at_most_once_per_resend() -> None:
+    node, peer = _catch_up_node()
+    handler = NodePeers(node)
+    t = 100.0
+    handler.catch_up_peers(t)
+    assert node.switch.sent == []  # the peer's step and our votes are new: gossip's turn
+    assert [type(m).__name__ for m in node.switch.broadcasts] == ["StatusMsg"]
+    handler.catch_up_peers(t + gossip.LAG_S)
+    ((peer_id, message),) = node.switch.sent
+    assert peer_id == peer.node_id
+    assert message == RoundStateMsg(proposals=(), votes=(_vote(6), _precommit(6)))
+    handler.catch_up_peers(t + gossip.LAG_S + gossip.RESEND_S / 2)
+    assert len(node.switch.sent) == 1  # sent a moment ago
+    handler.catch_up_peers(t + gossip.LAG_S + gossip.RESEND_S + 0.001)
+    assert len(node.switch.sent) == 2  # still lagging: maybe that copy was lost too
+    assert len(node.switch.broadcasts) == 1  # our status did not change: announced once
+
+
+def test_a_peer_that_moves_on_or_sent_us_the_vote_is_not_sent_it() -> None:
+    node, peer = _catch_up_node()
+    handler = NodePeers(node)
+    handler.catch_up_peers(0.0)
+    asyncio.run(handler.on_message(peer, VoteMsg(vote=_precommit(6))))  # it has this one
+    moved = _peer(StatusMsg(height=5, round=0, step=3, base=1))
+    node.switch.peer_list = [moved]
+    handler.catch_up_peers(gossip.LAG_S)  # its new step is fresh
+    assert node.switch.sent == []
+    handler.catch_up_peers(2 * gossip.LAG_S)
+    assert node.switch.sent == []  # precommitted: prevotes are not waited for; it has ours
+
+
+def test_catch_up_votes_per_tick_are_bounded() -> None:
+    node, _ = _catch_up_node()
+    votes = tuple(_vote(6, r) for r in range(1, gossip.MAX_CATCH_UP_VOTES + 10))
+    node.driver.snapshot = _snapshot(6, 1, votes, None)
+    handler = NodePeers(node)
+    handler.catch_up_peers(0.0)
+    handler.catch_up_peers(gossip.LAG_S)
+    ((_, first),) = node.switch.sent
+    assert first.votes == votes[:gossip.MAX_CATCH_UP_VOTES]
+    handler.catch_up_peers(gossip.LAG_S + 0.01)
+    assert node.switch.sent[1][1].votes == votes[gossip.MAX_CATCH_UP_VOTES:]
+
+
+def test_round_state_parts_we_hold_are_not_queued_again() -> None:
+    node = FakeNode(head=5)
+    handler = NodePeers(node)
+    held = node.driver.snapshot.votes[0]
+    asyncio.run(handler.on_message(_peer(None), RoundStateMsg(proposals=(), votes=(held,))))
+    assert node.driver.queued == []
