@@ -62,6 +62,7 @@ from consensus.evidence import (
     evidence_committed_at,
     evidence_hash,
     offence_of,
+    validate_conflict,
 )
 from consensus.transition import spendable_gpu
 from consensus.validators import validator_set_at
@@ -286,9 +287,10 @@ class NodeApi:
         """Check hex-encoded `DuplicateVoteEvidence` against the committed state, pool it
         for a block and gossip it; its hash and "added" (new) or "pending" (known).
 
-        Evidence that breaks a rule is `EvidenceRejected` naming the rule; evidence
-        of an offence already in the chain is rejected too, with the height that
-        committed it.
+        Evidence that breaks a rule is `EvidenceRejected` naming the rule. Two
+        answers come before the pool's own checks, as they say more: evidence of
+        a height ahead of the chain, and of an offence already committed (with
+        the height that committed it, however old the offence is by now).
         """
         data = _bytes_param(evidence_hex, "evidence", MAX_EVIDENCE_HEX_CHARS)
         try:
@@ -296,12 +298,9 @@ class NodeApi:
         except ChainError as exc:
             raise InvalidParams(f"not an encoded DuplicateVoteEvidence: {exc}") from exc
         node = self.node
-        height, head = evidence.vote_a.vote.height, node.head.height
-        if height > head + 1:
-            reason = (f"evidence height {height} is ahead of the chain: the head is {head}, "
-                      f"so evidence may be of height {head + 1} at most")
-            raise EvidenceRejected(f"invalid evidence: {reason}", data={"reason": reason})
         try:
+            validate_conflict(evidence.vote_a.vote, evidence.vote_b.vote)
+            self._check_new(evidence)
             added = node.add_evidence(evidence)
         except InvalidEvidence as exc:
             raise EvidenceRejected(self._evidence_reason(exc.reason),
@@ -311,8 +310,20 @@ class NodeApi:
             if node.switch is not None:
                 node.switch.broadcast(EvidenceMsg(evidence=evidence))
             return result
-        self._check_not_added(evidence)
+        self._check_pool_room(evidence)
         return {**result, "status": "pending"}
+
+    def _check_new(self, evidence: DuplicateVoteEvidence) -> None:
+        """Raise `InvalidEvidence` for an offence ahead of the chain or already committed."""
+        offence = offence_of(evidence)
+        head = self.node.head.height
+        if offence.height > head + 1:
+            raise InvalidEvidence(f"evidence height {offence.height} is ahead of the chain: "
+                                  f"the head is {head}, so evidence may be of height "
+                                  f"{head + 1} at most")
+        committed = evidence_committed_at(State(self.node.store.get_state), offence)
+        if committed is not None:
+            raise InvalidEvidence(f"offence already committed at height {committed}")
 
     def _evidence_reason(self, reason: str) -> str:
         """The rejection message: the rule broken; a signature failure names our chain,
@@ -322,18 +333,13 @@ class NodeApi:
                        "(signed for another chain, or by another key)")
         return f"invalid evidence: {reason}"
 
-    def _check_not_added(self, evidence: DuplicateVoteEvidence) -> None:
-        """Why the pool did not take valid evidence: committed (rejected), pool full
-        (limit) or already pending (fine: return normally)."""
-        node = self.node
-        offence = offence_of(evidence)
-        committed = evidence_committed_at(State(node.store.get_state), offence)
-        if committed is not None:
-            reason = f"offence already committed at height {committed}"
-            raise EvidenceRejected(f"invalid evidence: {reason}", data={"reason": reason})
-        pool = node.evidence
+    def _check_pool_room(self, evidence: DuplicateVoteEvidence) -> None:
+        """Valid, uncommitted evidence the pool did not take: already pending (fine,
+        return) or refused for want of room (`LimitExceeded`)."""
+        pool = self.node.evidence
         if len(pool) >= pool.max_pending:
-            pending = pool.pending(pool.max_pending, node.head.height + 2)
+            offence = offence_of(evidence)
+            pending = pool.pending(pool.max_pending, self.node.head.height + 2)
             if offence not in {offence_of(piece) for piece in pending}:
                 raise LimitExceeded(f"evidence pool is full ({len(pool)} pieces pending)")
 

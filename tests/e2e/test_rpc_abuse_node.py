@@ -71,7 +71,7 @@ PROBE_EVERY_S = 0.1
 ATTACK_WAIT_S = 15.0
 CAMPAIGN_BODIES = 300
 SLOW_CAMPAIGN_BODIES = 10_000
-MAX_AGE = 8  # params.staking.evidence_max_age_blocks of the evidence testnet
+MAX_AGE = 30  # params.staking.evidence_max_age_blocks of the evidence testnet (6 s)
 TIMEOUT_S = 60.0
 VALID = b'{"jsonrpc":"2.0","id":1,"method":"gannet_blockNumber"}'
 
@@ -259,30 +259,40 @@ def test_submitted_evidence_is_gossiped_committed_and_slashes_invalid_is_refused
         tokens_before = int(_validator(validators[0], byzantine)["tokens"])
         slashed = staking.slash_fraction_double_sign.floor_mul(tokens_before)
         assert slashed > 0
-        height = rpc_call(full.url, "gannet_blockNumber") - 1
+
+        def recent() -> int:
+            """A committed height well inside the evidence age (read afresh per case)."""
+            return rpc_call(full.url, "gannet_blockNumber") - 1
+
+        def bad_signature() -> DuplicateVoteEvidence:
+            evidence = _evidence(key, chain_id, recent())
+            signature = bytearray(evidence.vote_b.signature)
+            signature[0] ^= 1
+            return dataclasses.replace(evidence, vote_b=dataclasses.replace(
+                evidence.vote_b, signature=bytes(signature)))
+
+        def two_heights() -> DuplicateVoteEvidence:
+            h = recent()
+            return DuplicateVoteEvidence(vote_a=_evidence(key, chain_id, h).vote_a,
+                                         vote_b=_evidence(key, chain_id, h - 1).vote_b)
 
         stranger = SigningKey.from_seed(b"\x42" * 32)
         same = sha256(b"one block")
-        other_height = _evidence(key, chain_id, height - 1)
-        valid = _evidence(key, chain_id, height)
-        signature = bytearray(valid.vote_b.signature)
-        signature[0] ^= 1
         reasons = [
-            _refused(full.url, _evidence(key, "another-chain", height),
+            _refused(full.url, _evidence(key, "another-chain", recent()),
                      f"vote_a signature does not verify for chain {chain_id}"),
-            _refused(full.url, _evidence(stranger, chain_id, height),
-                     f"is not a validator at height {height}"),
-            _refused(full.url, _evidence(key, chain_id, height, hashes=(same, same)),
+            _refused(full.url, _evidence(stranger, chain_id, recent()),
+                     "is not a validator at height"),
+            _refused(full.url, _evidence(key, chain_id, recent(), hashes=(same, same)),
                      "votes do not conflict: same block hash"),
-            _refused(full.url, DuplicateVoteEvidence(vote_a=valid.vote_a,
-                                                     vote_b=other_height.vote_b),
-                     f"votes differ in height: {height} vs {height - 1}"),
-            _refused(full.url, dataclasses.replace(valid, vote_b=dataclasses.replace(
-                valid.vote_b, signature=bytes(signature))), "vote_b signature does not verify"),
+            _refused(full.url, two_heights(), "votes differ in height"),
+            _refused(full.url, bad_signature(), "vote_b signature does not verify"),
             _refused(full.url, _evidence(key, chain_id, 1), "evidence is too old: height 1"),
         ]
         assert rpc_call(full.url, "gannet_getEvidence")["pending"] == 0
 
+        height = recent()
+        valid = _evidence(key, chain_id, height)
         submitted = rpc_call(full.url, "gannet_submitEvidence", _hex(valid))
         assert submitted["status"] == "added", submitted
         found = wait_until(lambda: committed_evidence(validators[0], byzantine), TIMEOUT_S,
@@ -293,6 +303,8 @@ def test_submitted_evidence_is_gossiped_committed_and_slashes_invalid_is_refused
         honest = node_urls(cluster, [0, 1, 2])
         cluster.wait_height(committed_at + 3, nodes=[0, 1, 2], timeout_s=TIMEOUT_S)
         for url in [*validators, full.url]:
+            wait_until(lambda u=url: rpc_call(u, "gannet_blockNumber") > committed_at,
+                       TIMEOUT_S, f"{url} past height {committed_at}", 0.1)
             assert committed_evidence(url, byzantine) == found, url
             entry = _validator(url, byzantine)
             assert int(entry["tokens"]) == tokens_before - slashed, (url, entry)

@@ -1,7 +1,7 @@
 """The node's real JSON-RPC server under abuse, and evidence submission over RPC.
 
-A small chain (three validators whose keys the test holds, `HEAD` blocks, one
-of them carrying evidence against V3) is built into a store with the real
+A small chain (four validators whose keys the test holds, `HEAD` blocks, two
+of them carrying evidence: against V4 early, against V3 late) is built into a store with the real
 block producer; a real `Node` opens it and its own server (`node.api.build_rpc`
 with the limits a default node config sets: the node's method table, the
 connection guard) listens on 127.0.0.1.
@@ -73,8 +73,9 @@ STAKE = 2000 * GPU
 MAX_AGE = 4  # params.staking.evidence_max_age_blocks
 HEAD = 8  # committed blocks
 OFFENCE_HEIGHT = 6  # V3's offence, committed in block OFFENCE_HEIGHT + 1
-KEYS = [SigningKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3)]
-V1, V2, V3 = KEYS
+OLD_OFFENCE_HEIGHT = 2  # V4's offence, committed in block 3: too old by now
+KEYS = [SigningKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3, 4)]
+V1, V2, V3, V4 = KEYS
 STRANGER = SigningKey.from_seed(b"\x09" * 32)
 CONFIG = NodeConfig(rpc=RpcConfig(port=0))
 LIMITS = rpc_limits(CONFIG)
@@ -119,15 +120,17 @@ def conflicting(key: SigningKey, height: int, round_: int = 0, vote_type: int = 
 
 def build_chain(paths: HomePaths, genesis: Genesis) -> None:
     """`HEAD` blocks, each finalised by every member of its set; block OFFENCE_HEIGHT + 1
-    carries evidence of V3's offence at OFFENCE_HEIGHT."""
+    carries evidence of V3's offence at OFFENCE_HEIGHT, block OLD_OFFENCE_HEIGHT + 1 of
+    V4's at OLD_OFFENCE_HEIGHT."""
     store = open_store(paths, genesis, 8 << 20)
     try:
         rules = ChainRules(CHAIN_ID, genesis.params, genesis.initial_height)
         head, last_commit = store.head(), EMPTY_COMMIT
         for height in range(1, HEAD + 1):
             state = State(store.get_state)
-            evidence = ((conflicting(V3, OFFENCE_HEIGHT),)
-                        if height == OFFENCE_HEIGHT + 1 else ())
+            evidence = {OFFENCE_HEIGHT + 1: (conflicting(V3, OFFENCE_HEIGHT),),
+                        OLD_OFFENCE_HEIGHT + 1: (conflicting(V4, OLD_OFFENCE_HEIGHT),),
+                        }.get(height, ())
             proposer = state.get_validator_set().validators[0].address
             built = build_block(state, head, rules, proposer, head.time_ms + 1000,
                                 last_commit, [], evidence=evidence)
@@ -350,6 +353,12 @@ def test_already_committed_evidence_is_rejected(served: Served) -> None:
     rejected(served, conflicting(V3, OFFENCE_HEIGHT), words)
     other = conflicting(V3, OFFENCE_HEIGHT, hashes=tuple(sorted((sha256(b"x"), sha256(b"y")))))
     rejected(served, other, words)
+
+
+def test_committed_evidence_is_named_so_even_once_too_old(served: Served) -> None:
+    assert HEAD + 1 - OLD_OFFENCE_HEIGHT > MAX_AGE
+    rejected(served, conflicting(V4, OLD_OFFENCE_HEIGHT),
+             f"offence already committed at height {OLD_OFFENCE_HEIGHT + 1}")
 
 
 def test_evidence_not_in_canonical_order_is_rejected(served: Served) -> None:
