@@ -439,7 +439,10 @@ class Node:
 def open_store(paths: HomePaths, genesis: Genesis, cache_bytes: int) -> BlockStore:
     """Open the store; initialise it from `genesis`, or refuse a different genesis."""
     paths.store_dir.mkdir(parents=True, exist_ok=True)
-    store = BlockStore(str(paths.store_dir), cache_bytes)
+    try:
+        store = BlockStore(str(paths.store_dir), cache_bytes)
+    except StoreError as exc:  # e.g. another node holds the store's lock
+        raise NodeError(f"{exc} (is another node running on {paths.home}?)") from exc
     want = genesis_hash(genesis)
     mark = store.genesis_mark()
     if mark is None:

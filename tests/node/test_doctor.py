@@ -20,7 +20,7 @@ from node.cli import main
 from node.cli_doctor import doctor
 from node.config import HomePaths
 from node.keys import load_key_file, save_key_file
-from node.service import open_store
+from node.service import NodeError, open_store
 from tests.consensus.test_privval import commit_fake_blocks
 
 CHECKS = ["config", "genesis", "store", "validator-key", "node-key", "validator-set", "wal",
@@ -256,3 +256,15 @@ def test_unreadable_store_is_not_called_locked(home: Path, monkeypatch) -> None:
     result = run_doctor(home)
     assert_fails(result, "store", "Corruption: bad block")
     assert "locked" not in lines_by_check(result)["store"]
+
+
+def test_a_store_another_node_holds_is_refused_in_one_line(home: Path) -> None:
+    """A second node on a home whose store is open elsewhere gets a NodeError, no traceback."""
+    paths = HomePaths(home)
+    genesis = load_genesis(paths.genesis_file)
+    first = open_store(paths, genesis, 1 << 20)
+    try:
+        with pytest.raises(NodeError, match="is another node running on"):
+            open_store(paths, genesis, 1 << 20)
+    finally:
+        first.close()
