@@ -98,6 +98,7 @@ class NodePeers:
         self._held: dict[Any, float] = {}
         self._announced: tuple[int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._closed = False
         self._commit_votes: tuple[int, tuple[SignedVote, ...]] = (-1, ())
 
     # --- PeerHandler ----------------------------------------------------------------
@@ -129,7 +130,7 @@ class NodePeers:
         """Bring a new peer up to date with the current round."""
         for message in round_messages(self.node):
             self.node.switch.send(peer.node_id, message)
-        if self._ticker is None:
+        if self._ticker is None and not self._closed:
             self._ticker = asyncio.get_running_loop().call_later(CATCH_UP_TICK_S, self._tick)
 
     def on_disconnected(self, peer: PeerInfo) -> None:
@@ -204,9 +205,18 @@ class NodePeers:
 
     # --- catch-up of peers that lack part of our round -------------------------------------
 
+    def close(self) -> None:
+        """Stop the catch-up timer for good (the node is shutting down)."""
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
     def _tick(self) -> None:
         """Timer: catch peers up, then run again while any peer is connected."""
         self._ticker = None
+        if self._closed:
+            return
         try:
             self.catch_up_peers(time.monotonic())
         except Exception:  # a bug here must not stop the timer for good

@@ -129,6 +129,7 @@ class Node:
         self._accounts: OrderedDict[bytes, Account] = OrderedDict()
         self.rpc: RpcServer | None = None
         self.switch: Switch | None = None
+        self.peers_handler: NodePeers | None = None
         self.syncer: BlockSyncer | None = None
         self.driver: ConsensusDriver | None = None
         self.wal: WAL | None = None
@@ -293,6 +294,8 @@ class Node:
                 log.exception("periodic gossip failed")
 
     async def _shutdown(self) -> None:
+        if self.peers_handler is not None:
+            self.peers_handler.close()  # its timer reads the store, which closes below
         if self.switch is not None:
             await self.switch.stop()
         if self.rpc is not None:

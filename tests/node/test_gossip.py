@@ -392,3 +392,16 @@ def test_round_state_parts_we_hold_are_not_queued_again() -> None:
     held = node.driver.snapshot.votes[0]
     asyncio.run(handler.on_message(_peer(None), RoundStateMsg(proposals=(), votes=(held,))))
     assert node.driver.queued == []
+
+
+def test_a_closed_handler_never_ticks_again() -> None:
+    """Shutdown closes the handler first: its catch-up timer must not read a closed store."""
+    node = FakeNode(head=5)
+    peers = NodePeers(node)
+    calls: list[float] = []
+    peers.catch_up_peers = calls.append  # type: ignore[method-assign]
+    peers._tick()
+    assert len(calls) == 1  # open: a tick catches peers up
+    peers.close()
+    peers._tick()  # a timer that fired anyway does nothing
+    assert len(calls) == 1 and peers._ticker is None
