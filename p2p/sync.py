@@ -25,19 +25,21 @@ syncer remembers, per peer id and across runs, what the peer's serving showed:
 
 Claims count (for `is_behind`, `target_height` and the end of a run) only from
 backed peers, or, while no connected peer is backed (a node that just started),
-from unproven ones; a marked peer's claim never counts and it is not asked in a
-run. A run asks backed peers, unproven ones only for heights no backed peer
-claims, and hands a height in flight at an unproven peer to a backed one as soon
-as there is one. A run is therefore caught up once it has every block the serving
-peers claim; a peer that claims heights it cannot serve holds a run only while no
-peer has served it anything yet (a node that just started), or, if it served real
-blocks first, for a request timeout or two; and then no more.
+from unproven ones; a marked peer's claim never counts. A run asks backed peers;
+unproven ones for heights no backed peer claims or all have just failed; marked
+ones only for a height someone has just failed (under message loss honest peers
+get marked too, and one that serves is backed again). It hands a height in
+flight at an unproven peer to a backed one as soon as there is one. A run is
+therefore caught up once it has every block the serving peers claim; a peer that
+claims heights it cannot serve holds a run only while no peer has served it
+anything yet (a node that just started), or, if it served real blocks first, for
+a request timeout or two; and then no more.
 
 Outside a run nothing stops: `probe` asks a peer that claims to be ahead for our
 next block, and only when it serves that block with a commit the node's `verify`
 accepts (+2/3 of the validator set signed it) does the syncer call `on_behind`,
 the node's cue to stop consensus and run a sync. A probe that fails marks the
-peer; a marked peer is probed again no sooner than a request timeout later, and a
+peer; a marked peer is probed again no sooner than `probe_retry_s` later, and a
 probe it answers with a verified block makes it backed again.
 """
 
@@ -84,11 +86,13 @@ class SyncRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SyncConfig:
-    """How hard sync pulls: heights in flight, patience per request, load per peer."""
+    """How hard sync pulls: heights in flight, patience per request, load per peer, and
+    how soon a marked peer may be probed again."""
 
     window: int = 32
     request_timeout_s: float = 5.0
     max_per_peer: int = 8
+    probe_retry_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +279,7 @@ class BlockSyncer:
 
         Nothing else happens until it answers: a claim alone never stops consensus.
         Not while a run is going (the run asks), not twice at once, and a marked peer
-        not within a request timeout of its last failure.
+        not within `probe_retry_s` of its last failure.
         """
         status = self._peers.get(peer_id)
         height = self._our_height() + 1
@@ -286,7 +290,7 @@ class BlockSyncer:
         now = time.monotonic()
         record = self._records.get(peer_id)
         if record is not None and not record.served and (
-                now - record.at < self.config.request_timeout_s):
+                now - record.at < self.config.probe_retry_s):
             return False
         if not self._send(peer_id, BlockRequest(height=height)):
             return False
@@ -448,17 +452,26 @@ class BlockSyncer:
         return None
 
     def _pick_peer(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
-        """The least loaded peer that claims `height`, has room and has not just failed it:
-        a backed one; an unproven one only if no backed peer claims the height; never a
-        marked one. Ties go round in id order, so the load spreads and the choice is
-        reproducible."""
-        claim = [p for p, s in self._peers.items() if s.base <= height <= s.height]
-        backed = [p for p in claim if self.standing(p) == BACKED]
-        pool = backed or [p for p in claim if self.standing(p) == UNPROVEN]
+        """The least loaded peer that claims `height`, has room and has not just failed it,
+        in this order of preference: a backed one (if one is only busy, wait for it); an
+        unproven one, if no backed peer claims the height or every one that does has just
+        failed it; a marked one only if someone has just failed the height (a lossy link
+        marks honest peers too: asked again, they serve and are backed again). Ties go
+        round in id order, so the load spreads and the choice is reproducible."""
         failed = self._failed.get(height, {})
         retry_after = self.config.request_timeout_s
-        candidates = [p for p in pool if load[p] < self.config.max_per_peer
-                      and now - failed.get(p, -retry_after) >= retry_after]
+        claim = [p for p, s in self._peers.items() if s.base <= height <= s.height]
+        fresh = [p for p in claim if now - failed.get(p, -retry_after) >= retry_after]
+        by_standing: dict[str, list[bytes]] = {BACKED: [], UNPROVEN: [], MARKED: []}
+        for peer in fresh:
+            by_standing[self.standing(peer)].append(peer)
+        if by_standing[BACKED]:
+            pool = by_standing[BACKED]
+        elif by_standing[UNPROVEN]:
+            pool = by_standing[UNPROVEN]
+        else:
+            pool = by_standing[MARKED] if failed else []
+        candidates = [p for p in pool if load[p] < self.config.max_per_peer]
         if not candidates:
             return None
         least = min(load[p] for p in candidates)

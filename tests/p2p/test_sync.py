@@ -257,7 +257,7 @@ def test_a_sole_peer_that_refuses_its_claim_is_marked_until_a_probe_shows_it_ser
     def serves_once_ready(h: int) -> BlockResponse | NoBlock:
         return chain.response(h) if ready else NoBlock(height=h)
 
-    config = SyncConfig(request_timeout_s=0.05)
+    config = SyncConfig(request_timeout_s=0.05, probe_retry_s=0.05)
     net, replica, syncer = make(chain, config)
     flaky = net.add(A, serves_once_ready, 10)
     assert run_sync(syncer) == 0
@@ -267,7 +267,7 @@ def test_a_sole_peer_that_refuses_its_claim_is_marked_until_a_probe_shows_it_ser
 
     async def probe_later() -> None:
         assert not syncer.probe(A)  # marked a moment ago
-        await asyncio.sleep(config.request_timeout_s * 1.5)
+        await asyncio.sleep(config.probe_retry_s * 1.5)
         assert syncer.probe(A)
         await deliveries()
 
@@ -499,6 +499,42 @@ def test_a_busy_peer_that_loses_one_request_keeps_its_standing(chain: SignedChai
     assert run_sync(syncer) == 30
     assert_synced_to(replica, chain, 30)
     assert busy.asked.count(5) == 2 and syncer.standing(A) == BACKED
+
+
+def test_a_height_a_backed_peer_failed_goes_to_a_marked_one_which_is_backed_again(
+        chain: SignedChain) -> None:
+    """Under message loss honest peers get marked too; when the backed peer fails a height,
+    a marked one is asked rather than waiting out the retry, and serving backs it again."""
+    refused: list[int] = []
+
+    def refuses_5_once(h: int) -> BlockResponse | NoBlock:
+        if h == 5 and not refused:
+            refused.append(h)
+            return NoBlock(height=h)
+        return chain.response(h)
+
+    lost_probe: list[int] = []
+
+    def loses_the_probe(h: int) -> BlockResponse | NoBlock:
+        if not lost_probe:
+            lost_probe.append(h)
+            return NoBlock(height=h)
+        return chain.response(h)
+
+    net, replica, syncer = make(chain, SyncConfig(request_timeout_s=60.0))  # no waiting it out
+    marked = net.add(A, loses_the_probe, 30)
+
+    async def probe_a() -> None:
+        assert syncer.probe(A)
+        await deliveries()
+
+    asyncio.run(probe_a())
+    assert syncer.standing(A) == MARKED
+    net.add(B, refuses_5_once, 30)
+    assert run_sync(syncer) == 30
+    assert_synced_to(replica, chain, 30)
+    assert marked.asked[:2] == [1, 5]  # the probe, then the height B failed; then a share
+    assert (syncer.standing(A), syncer.standing(B)) == (BACKED, BACKED) and net.bans == []
 
 
 def test_a_backed_peer_that_stops_serving_its_claim_is_marked(chain: SignedChain) -> None:
