@@ -11,8 +11,12 @@ of the validator set's power, and whether the block applies, is the node's
 Blocks are applied strictly in height order. A peer that serves something invalid
 is penalised, everything it sent is dropped and its heights go to other peers; a
 peer that answers `NoBlock` or stays silent past the request timeout is not asked
-for that height again until the timeout has passed once more. A response nobody
-asked for is ignored, not penalised: it may be a late answer to a timed-out request.
+for that height again until the timeout has passed once more. A request (or probe)
+unanswered past a round-trip estimate (`RoundTrips`, RFC 6298's) is sent again,
+to a claiming peer not asked yet if there is one, each time twice as late, without
+marking anyone: on a lossy link one lost message must not cost a request timeout.
+An answer from any peer the request went to is taken. A response nobody asked for
+is ignored, not penalised: it may be a late answer to a timed-out request.
 
 A height claim is only a claim (CometBFT's blocksync follows the same idea). The
 syncer remembers, per peer id and across runs, what the peer's serving showed:
@@ -52,7 +56,7 @@ import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
@@ -93,24 +97,68 @@ class SyncConfig:
     request_timeout_s: float = 5.0
     max_per_peer: int = 8
     probe_retry_s: float = 1.0
+    resend_min_s: float = 0.25  # a request is sent again no sooner than this
+    resend_initial_s: float = 1.0  # the resend delay before any answer was timed
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """A block request in flight: who was asked, when, and until when it may answer."""
+    """A block request in flight: the peer asked last, when it was first asked, until
+    when an answer may come, when it is sent again if none has, how many times it
+    went, and every peer it went to (an answer from any of them is taken)."""
 
     peer: bytes
     asked: float
     deadline: float
+    resend_at: float
+    sends: int = 1
+    asked_of: tuple[bytes, ...] = ()
+
+    def sent_again(self, peer: bytes, resend_at: float) -> _Request:
+        asked_of = self.asked_of if peer in self.asked_of else (*self.asked_of, peer)
+        return replace(self, peer=peer, resend_at=resend_at, sends=self.sends + 1,
+                       asked_of=asked_of)
 
 
 @dataclass(frozen=True, slots=True)
 class _Probe:
-    """A probe in flight: the height asked (our height + 1 then), when, and its deadline."""
+    """A probe in flight: the height asked (our height + 1 then), when, its deadline,
+    when it is sent again if unanswered, and how many times it went."""
 
     height: int
     asked: float
     deadline: float
+    resend_at: float
+    sends: int = 1
+
+
+class RoundTrips:
+    """How long peers take to answer a block request, estimated as RFC 6298 does for
+    TCP: a request unanswered after SRTT + 4·RTTVAR (at least `floor_s`) is taken for
+    lost and sent again, each time twice as late. Only answers to requests sent once
+    are timed (Karn's rule), since a resent one's answer may be to either send.
+
+    A lost message is no reason to doubt a peer: only the request timeout marks one.
+    """
+
+    def __init__(self, floor_s: float, initial_s: float) -> None:
+        self._floor_s = floor_s
+        self._initial_s = initial_s
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+
+    def sample(self, rtt_s: float) -> None:
+        """Fold in the time one request sent once took to be answered."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt_s, rtt_s / 2
+            return
+        self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt_s)
+        self._srtt = 0.875 * self._srtt + 0.125 * rtt_s
+
+    def resend_after(self, sends: int = 1) -> float:
+        """Seconds to wait before sending again a request that has gone `sends` times."""
+        base = self._initial_s if self._srtt is None else self._srtt + 4 * self._rttvar
+        return max(self._floor_s, base) * 2 ** (sends - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +245,7 @@ class BlockSyncer:
         self._fetched: dict[int, _Fetched] = {}
         self._failed: dict[int, dict[bytes, float]] = {}  # height -> peer -> when it failed
         self._turn = -1  # round-robin position among equally loaded peers
+        self.round_trips = RoundTrips(config.resend_min_s, config.resend_initial_s)
         self._wake = asyncio.Event()
 
     # --- what peers tell us -------------------------------------------------------------
@@ -234,7 +283,7 @@ class BlockSyncer:
         """Keep a response to our request for its commit's height; penalise a bad one."""
         height = response.commit.height
         request = self._pending.get(height)
-        if request is None or request.peer != peer_id:
+        if request is None or peer_id not in request.asked_of:
             self._on_probe_response(peer_id, response)
             return  # else not asked of this peer: a late or duplicate answer
         del self._pending[height]
@@ -243,7 +292,10 @@ class BlockSyncer:
         except SyncRejected as exc:
             self._reject(peer_id, str(exc))
             return
-        self._note(peer_id, served=True, now=time.monotonic())
+        now = time.monotonic()
+        if request.sends == 1:
+            self.round_trips.sample(now - request.asked)
+        self._note(peer_id, served=True, now=now)
         self._fetched[height] = _Fetched(peer_id, block, response.block, response.commit)
         self._wake.set()
 
@@ -256,9 +308,9 @@ class BlockSyncer:
             self._note_failure(peer_id, msg.height, probe.asked, now)
             return
         request = self._pending.get(msg.height)
-        if request is None or request.peer != peer_id:
+        if request is None or peer_id not in request.asked_of:
             return
-        del self._pending[msg.height]
+        self._drop_asked(msg.height, request, peer_id)
         self._mark_failed(msg.height, peer_id, now)
         self._note_failure(peer_id, msg.height, request.asked, now)
         self._wake.set()
@@ -268,9 +320,19 @@ class BlockSyncer:
         to other peers."""
         self._peers.pop(peer_id, None)
         self._probes.pop(peer_id, None)
-        for height in [h for h, r in self._pending.items() if r.peer == peer_id]:
-            del self._pending[height]
+        for height, request in [(h, r) for h, r in self._pending.items()
+                                if peer_id in r.asked_of]:
+            self._drop_asked(height, request, peer_id)
         self._wake.set()
+
+    def _drop_asked(self, height: int, request: _Request, peer_id: bytes) -> None:
+        """No answer for `height` will come from `peer_id`: wait for the other peers the
+        request went to, or, if none, let the height be asked again."""
+        rest = tuple(p for p in request.asked_of if p != peer_id)
+        if rest:
+            self._pending[height] = replace(request, peer=rest[-1], asked_of=rest)
+        else:
+            del self._pending[height]
 
     # --- probing, while consensus runs -------------------------------------------------
 
@@ -294,16 +356,27 @@ class BlockSyncer:
             return False
         if not self._send(peer_id, BlockRequest(height=height)):
             return False
-        self._probes[peer_id] = _Probe(height, now, now + self.config.request_timeout_s)
+        self._probes[peer_id] = _Probe(height, now, now + self.config.request_timeout_s,
+                                       now + self.round_trips.resend_after())
         return True
 
     def expire_probes(self) -> None:
-        """Probes past their deadline count as failures: the peer did not serve its claim."""
+        """Probes past their deadline count as failures: the peer did not serve its claim.
+        One unanswered past its resend time is sent again (the request or the answer may
+        have been lost); one for a height we have by now is dropped, showing nothing."""
         now = time.monotonic()
-        for peer_id, probe in [(p, q) for p, q in self._probes.items() if q.deadline <= now]:
-            del self._probes[peer_id]
-            log.debug("probe timed out height=%d peer=%s", probe.height, peer_id.hex()[:16])
-            self._note_failure(peer_id, probe.height, probe.asked, now)
+        next_height = self._our_height() + 1
+        for peer_id, probe in sorted(self._probes.items()):
+            if probe.deadline <= now:
+                del self._probes[peer_id]
+                log.debug("probe timed out height=%d peer=%s", probe.height, peer_id.hex()[:16])
+                self._note_failure(peer_id, probe.height, probe.asked, now)
+            elif probe.height != next_height:
+                del self._probes[peer_id]
+            elif probe.resend_at <= now and self._send(peer_id, BlockRequest(height=probe.height)):
+                sends = probe.sends + 1
+                self._probes[peer_id] = replace(
+                    probe, sends=sends, resend_at=now + self.round_trips.resend_after(sends))
 
     def _on_probe_response(self, peer_id: bytes, response: BlockResponse) -> None:
         """A block answering our probe: if it is our next block and its commit verifies,
@@ -315,6 +388,8 @@ class BlockSyncer:
         if probe is None or probe.height != height:
             return
         del self._probes[peer_id]
+        if probe.sends == 1:
+            self.round_trips.sample(time.monotonic() - probe.asked)
         if height != self._our_height() + 1:
             return  # we have it by now: the answer shows nothing about being behind
         try:
@@ -417,23 +492,48 @@ class BlockSyncer:
         return True
 
     def _schedule(self, now: float) -> None:
-        """Request every height of the window that is neither in flight nor fetched; a
-        height in flight at an unproven peer goes to a backed one as soon as one can take
-        it (the unproven peer's late answer is then ignored)."""
+        """Request every height of the window that is neither in flight nor fetched, and
+        send again each request unanswered past its resend time; a height in flight at an
+        unproven peer goes to a backed one as soon as one can take it (the unproven peer's
+        late answer is then ignored)."""
         first = self._our_height() + 1
         last = min(first + self.config.window - 1, self.target_height)
         load = Counter(r.peer for r in self._pending.values())
         for height in range(first, last + 1):
             held = self._pending.get(height)
-            if height in self._fetched or (held is not None and not self._may_take_over(held)):
+            if height in self._fetched:
+                continue
+            if held is not None and not self._may_take_over(held):
+                if held.resend_at <= now:
+                    self._resend(height, held, load, now)
                 continue
             peer = self._request(height, load, now, backed_only=held is not None)
             if peer is None:
                 continue
             if held is not None:
                 load[held.peer] -= 1
-            self._pending[height] = _Request(peer, now, now + self.config.request_timeout_s)
+            self._pending[height] = _Request(
+                peer, now, now + self.config.request_timeout_s,
+                now + self.round_trips.resend_after(), asked_of=(peer,))
             load[peer] += 1
+
+    def _resend(self, height: int, held: _Request, load: Counter[bytes], now: float) -> None:
+        """Send an unanswered request again: to a peer not asked yet if one can take it,
+        else to the one asked last. Nobody is marked for it: a message was likely lost."""
+        peer = self._pick_peer(height, load, now, exclude=held.asked_of)
+        if peer is None or not self._send(peer, BlockRequest(height=height)):
+            peer = held.peer
+            if not self._send(peer, BlockRequest(height=height)):
+                peer = None
+        resend_at = now + self.round_trips.resend_after(held.sends + 1)
+        if peer is None:  # not connected: on_peer_gone hands the height on
+            self._pending[height] = replace(held, resend_at=resend_at)
+            return
+        load[held.peer] -= 1
+        load[peer] += 1
+        self._pending[height] = held.sent_again(peer, resend_at)
+        log.debug("block request resent height=%d peer=%s sends=%d", height,
+                  peer.hex()[:16], held.sends + 1)
 
     def _may_take_over(self, held: _Request) -> bool:
         """Whether a backed peer should take a height over from the unproven one holding it."""
@@ -451,16 +551,19 @@ class BlockSyncer:
             self._mark_failed(height, peer, now)  # not connected (or its queue is full)
         return None
 
-    def _pick_peer(self, height: int, load: Counter[bytes], now: float) -> bytes | None:
+    def _pick_peer(self, height: int, load: Counter[bytes], now: float,
+                   exclude: tuple[bytes, ...] = ()) -> bytes | None:
         """The least loaded peer that claims `height`, has room and has not just failed it,
         in this order of preference: a backed one (if one is only busy, wait for it); an
         unproven one, if no backed peer claims the height or every one that does has just
         failed it; a marked one only if someone has just failed the height (a lossy link
         marks honest peers too: asked again, they serve and are backed again). Ties go
-        round in id order, so the load spreads and the choice is reproducible."""
+        round in id order, so the load spreads and the choice is reproducible. Peers in
+        `exclude` are not picked."""
         failed = self._failed.get(height, {})
         retry_after = self.config.request_timeout_s
-        claim = [p for p, s in self._peers.items() if s.base <= height <= s.height]
+        claim = [p for p, s in self._peers.items()
+                 if s.base <= height <= s.height and p not in exclude]
         fresh = [p for p in claim if now - failed.get(p, -retry_after) >= retry_after]
         by_standing: dict[str, list[bytes]] = {BACKED: [], UNPROVEN: [], MARKED: []}
         for peer in fresh:
@@ -483,8 +586,9 @@ class BlockSyncer:
         """Requests past their deadline go back to be asked of another peer."""
         for height, request in [(h, r) for h, r in self._pending.items() if r.deadline <= now]:
             del self._pending[height]
-            self._mark_failed(height, request.peer, now)
-            self._note_failure(request.peer, height, request.asked, now)
+            for peer in request.asked_of:
+                self._mark_failed(height, peer, now)
+                self._note_failure(peer, height, request.asked, now)
             log.debug("block request timed out height=%d peer=%s", height, request.peer.hex()[:16])
 
     def _mark_failed(self, height: int, peer: bytes, now: float) -> None:
@@ -507,7 +611,7 @@ class BlockSyncer:
 
     def _next_wakeup(self, now: float, settled_since: float | None, settle_s: float) -> float:
         """Seconds until the next request deadline, retry or settle time (at most MAX_WAIT_S)."""
-        times = [r.deadline for r in self._pending.values()]
+        times = [min(r.deadline, r.resend_at) for r in self._pending.values()]
         retry_after = self.config.request_timeout_s
         times.extend(t + retry_after for failed in self._failed.values() for t in failed.values()
                      if t + retry_after > now)

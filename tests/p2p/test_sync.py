@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -679,3 +681,91 @@ def test_no_probe_outside_a_claim_or_during_a_run(chain: SignedChain) -> None:
 
     asyncio.run(go())
     assert during and not any(during)
+
+
+# --- lost messages: resent, nobody marked ---------------------------------------------------
+
+QUICK_RESEND = SyncConfig(request_timeout_s=60.0, resend_min_s=0.02, resend_initial_s=0.02)
+
+
+def loses_first_ask_of_each_height(chain: SignedChain) -> Callable[[int], BlockResponse | None]:
+    """A peer on a lossy link: the first request for each height (or its answer) is lost."""
+    seen: set[int] = set()
+
+    def serve(h: int) -> BlockResponse | None:
+        if h in seen:
+            return chain.response(h)
+        seen.add(h)
+        return None
+
+    return serve
+
+
+def test_lost_requests_are_sent_again_long_before_the_request_timeout(
+        chain: SignedChain) -> None:
+    net, replica, syncer = make(chain, QUICK_RESEND)
+    for peer in (A, B):
+        net.add(peer, loses_first_ask_of_each_height(chain), 40)
+    assert run_sync(syncer) == 40  # DEADLINE_S is a sixth of the 60 s request timeout
+    assert_synced_to(replica, chain, 40)
+    assert (syncer.standing(A), syncer.standing(B)) == (BACKED, BACKED) and net.bans == []
+    asks = Counter(h for p in (A, B) for h in net.peers[p].asked)
+    assert set(asks) == set(range(1, 41)) and min(asks.values()) >= 2
+
+
+def test_a_resent_request_goes_to_a_peer_not_asked_yet(chain: SignedChain) -> None:
+    net, replica, syncer = make(chain, QUICK_RESEND)
+    lossy = net.add(A, lambda h: None if h == 1 else chain.response(h), 10)
+    net.add(B, honest(chain), 10)
+    assert run_sync(syncer) == 10
+    assert_synced_to(replica, chain, 10)
+    assert lossy.asked.count(1) == 1 and net.peers[B].asked.count(1) == 1
+    assert syncer.standing(A) == BACKED  # one lost message marks nobody
+
+
+def test_an_answer_to_the_first_send_is_taken_after_a_resend(chain: SignedChain) -> None:
+    """The first peer asked answers late (after the request went to another peer, which
+    stays silent): its answer is still the one taken."""
+    net, replica, syncer = make(chain, QUICK_RESEND)
+    late: list[int] = []
+
+    def answers_late(h: int) -> BlockResponse | None:
+        if h == 1 and not late:
+            late.append(h)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.1, syncer.on_block_response, A, chain.response(1))
+            return None
+        return chain.response(h)
+
+    net.add(A, answers_late, 1)
+    net.add(B, silent, 1)
+    assert run_sync(syncer) == 1
+    assert_synced_to(replica, chain, 1)
+    assert net.peers[B].asked[0] == 1 and net.delivered == []  # A's answer came outside
+
+
+def test_a_lost_probe_is_sent_again_and_cues_catch_up(chain: SignedChain) -> None:
+    net, _, syncer = make(chain, QUICK_RESEND)
+    ahead = net.add(B, loses_first_ask_of_each_height(chain), 20)
+
+    async def go() -> None:
+        assert syncer.probe(B)
+        await deliveries()
+        syncer.expire_probes()  # not due yet
+        assert ahead.asked == [1]
+        await asyncio.sleep(QUICK_RESEND.resend_initial_s * 1.5)
+        syncer.expire_probes()
+        await deliveries()
+
+    asyncio.run(go())
+    assert (ahead.asked, net.behind_cues, syncer.standing(B)) == ([1, 1], 1, BACKED)
+
+
+def test_round_trips_follow_rfc_6298_with_a_floor_and_backoff() -> None:
+    trips = sync.RoundTrips(floor_s=0.25, initial_s=1.0)
+    assert trips.resend_after() == 1.0 and trips.resend_after(3) == 4.0
+    trips.sample(0.4)  # SRTT 0.4, RTTVAR 0.2: 0.4 + 4 * 0.2
+    assert trips.resend_after() == pytest.approx(1.2)
+    for _ in range(200):
+        trips.sample(0.001)  # a fast link: the floor holds
+    assert trips.resend_after() == 0.25 and trips.resend_after(2) == 0.5
