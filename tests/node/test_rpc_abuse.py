@@ -559,12 +559,28 @@ def renumber(request: Any, expect: Expect, id_: int) -> tuple[Any, Expect]:
 def garbage_body(draw: st.DrawFn) -> Body:
     raw = draw(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
                | st.sampled_from([b"", b"{", b"[", b'{"jsonrpc":', b"nul", b"\xff\xfe",
-                                  b'{"a":1,}', b"[1,2", b'"\\ud800"', b"{'a': 1}"]))
+                                  b'{"a":1,}', b"[1,2", b'"\\ud800"', b"{'a': 1}",
+                                  b"\x000", b"NaN", b"1e999"]))
     try:
-        json.loads(raw)
+        rfc_8259_json(raw)
     except ValueError:
         return Body("garbage", raw, single=Expect("garbage", frozenset({-32700})))
     return Body("garbage-json", raw, loose=True)
+
+
+def rfc_8259_json(raw: bytes) -> object:
+    """Parse as RFC 8259 JSON between systems: UTF-8 only (json.loads alone would take
+    b"\\x000" for UTF-16 "0"), no NaN or Infinity, finite numbers; ValueError if not."""
+    def finite(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(f"{text} is out of range")
+        return value
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(raw.decode("utf-8"), parse_float=finite, parse_constant=no_constant)
 
 
 @st.composite
