@@ -137,7 +137,11 @@ class GannetProcess:
                 return
             except (OSError, RpcError) as exc:
                 last_error = exc
-                time.sleep(0.05)
+            except (ValueError, AssertionError) as exc:
+                # Not JSON-RPC: another process took our port before we bound it (a lost
+                # port race); ours fails to bind and exits, which the poll above reports.
+                last_error = exc
+            time.sleep(0.05)
         raise AssertionError(
             f"{self.describe()} did not answer gannet_status within {self.ready_timeout_s:g} s "
             f"(last error: {last_error}); log tail:\n{self.log_tail()}")
