@@ -99,6 +99,7 @@ from genesis.document import (
     set_stable_issuer,
 )
 from genesis.state import genesis_writes
+from tests.committed import commit_writes
 
 CHAIN_ID = "gannet-economy-model"
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -348,11 +349,7 @@ class EconomyChain:
         self.begin(state, ctx, commit, signers, evidence)
         receipts = self.apply_txs(state, ctx, block.intents)
         self.end(state, ctx)
-        for key, value in state.write_set().items():
-            if value:
-                self.committed[key] = value
-            else:
-                self.committed.pop(key, None)
+        commit_writes(self.committed, state.write_set())
         self.height = h
         before = self.books
         self.books = scan_books(self.committed)

@@ -25,6 +25,7 @@ from consensus.buyback import (
 from consensus.context import BlockContext, TxFailed
 from consensus.exchange import PRICE_SCALE, apply_swap, get_pool, quote
 from consensus.params import NetworkParams, TokenomicsParams
+from tests.committed import commit_writes
 
 ALICE = b"\x0a" * 20
 TRADER = b"\x7a" * 20
@@ -61,11 +62,7 @@ class Chain:
         self.height = first_height - 1
 
     def _commit(self, state: State) -> None:
-        for key, value in state.write_set().items():
-            if value:
-                self.committed[key] = value
-            else:
-                self.committed.pop(key, None)
+        commit_writes(self.committed, state.write_set())
 
     def view(self) -> State:
         """The committed state."""

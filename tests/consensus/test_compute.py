@@ -63,6 +63,7 @@ from consensus.params import NetworkParams, Ratio, default_params, params_with_o
 from consensus.supply import get_supply
 from genesis.document import add_account, add_validator, new_genesis, set_stable_issuer
 from genesis.state import genesis_writes
+from tests.committed import commit_writes
 from vm import merkle
 from vm.kernels import MATMUL_I8, get_kernel
 from vm.sampler import sample
@@ -156,11 +157,7 @@ class Chain:
         if before_end is not None:
             before_end(state)
         transition.end_block(state, ctx)
-        for key, value in state.write_set().items():
-            if value:
-                self.committed[key] = value
-            else:
-                self.committed.pop(key, None)
+        commit_writes(self.committed, state.write_set())
         self.height = h
         return receipts
 

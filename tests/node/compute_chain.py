@@ -40,6 +40,7 @@ from consensus.params import NetworkParams, default_params, params_with_override
 from genesis.document import add_account, add_validator, new_genesis
 from genesis.state import genesis_writes
 from node.api_compute import ComputeApi
+from tests.committed import commit_writes
 
 CHAIN_ID = "gannet-compute-test"
 GPU = 10**9
@@ -119,11 +120,7 @@ class ComputeChain:
             self.included[tx_hash(stx)] = Included(h, receipt)
             receipts.append(receipt)
         transition.end_block(state, ctx)
-        for key, value in state.write_set().items():
-            if value:
-                self.committed[key] = value
-            else:
-                self.committed.pop(key, None)
+        commit_writes(self.committed, state.write_set())
         self.height = h
         return receipts
 
