@@ -112,10 +112,11 @@ def test_new_refuses_to_overwrite(runner: CliRunner, keystore: Path, password_fi
 
 def test_new_prompts_twice_for_the_password(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "prompted.json"
-    result = invoke(runner, "new", "--keystore", str(path), input="pw\npw\n")
+    password = "Obi-1 secret!"  # 'O', 'b', 'i', '1', ' ', '!': never in a bech32 address
+    result = invoke(runner, "new", "--keystore", str(path), input=f"{password}\n{password}\n")
     assert result.exit_code == 0, result.output
-    assert "pw" not in result.output  # hidden input
-    load_keystore(path, "pw")
+    assert password not in result.output  # hidden input
+    load_keystore(path, password)
 
 
 def test_new_with_mismatched_prompts_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
